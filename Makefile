@@ -1,0 +1,38 @@
+# Works on a fresh machine with only python3, node/npm and make:
+# .venv and the local Node 22 + fauxqs (node_modules) are created here.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export PIPELINE_SQS_ENDPOINT_URL ?= http://127.0.0.1:4566
+
+.PHONY: install demo test lint unit integration clean
+
+install: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	node_modules/.bin/node --version
+	touch $@
+
+demo: install
+	$(BIN)/pipeline demo
+
+test: install
+	$(BIN)/pytest
+
+unit: install
+	$(BIN)/pytest tests/unit
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) node_modules var .pytest_cache .mypy_cache .ruff_cache

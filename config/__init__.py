@@ -1,0 +1,1 @@
+"""Configuration: typed settings, the queue topology table, the Celery config."""

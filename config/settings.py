@@ -1,0 +1,154 @@
+"""One typed settings object, read from the environment (prefix ``PIPELINE_``).
+
+Every process reads it once at start-up (:func:`load_settings`); an invalid
+value fails there, naming the variable, before any queue is touched.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipeline.errors import ConfigurationError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+VAR_DIR = PROJECT_ROOT / "var"
+
+Rate = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class Settings(BaseSettings):
+    """Everything a pipeline process needs to know about its environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PIPELINE_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    # --- SQS / SNS -------------------------------------------------------
+    sqs_endpoint_url: str | None = Field(
+        default=None,
+        description="SQS/SNS endpoint, e.g. http://127.0.0.1:4566 for the local emulator. "
+        "Unset: real AWS through boto3's normal credential chain.",
+    )
+    aws_region: str = Field(default="us-east-1", pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    aws_access_key_id: str | None = Field(
+        default=None, description="Only for a custom endpoint; AWS uses the credential chain."
+    )
+    aws_secret_access_key: str | None = None
+    queue_prefix: str = Field(
+        default="dev-",
+        description="Prepended to every queue and topic name; isolates environments and test runs.",
+    )
+    emulator_port: int = Field(default=4566, ge=1, le=65535)
+    emulator_data_dir: Path = VAR_DIR / "fauxqs"
+    connect_timeout_s: float = Field(default=3.0, gt=0, le=60)
+
+    # --- Celery tuning (measured: see config/celery.py) ---------------------
+    wait_time_seconds: int = Field(default=10, ge=0, le=20)
+    polling_interval: float = Field(default=0.01, ge=0, le=10)
+    prefetch_multiplier: int = Field(default=16, ge=1, le=64)
+
+    # --- Database ----------------------------------------------------------
+    database_url: str = Field(default=f"sqlite:///{VAR_DIR / 'pipeline.db'}")
+
+    # --- Flower ------------------------------------------------------------
+    flower_address: str = "127.0.0.1"
+    flower_port: int = Field(default=5555, ge=1, le=65535)
+    flower_basic_auth: str | None = Field(default=None, description="user:password")
+
+    # --- Business rules ----------------------------------------------------
+    max_quantity_per_line: int = Field(default=100, ge=1)
+    max_lines_per_order: int = Field(default=50, ge=1)
+    currencies: tuple[str, ...] = ("USD", "EUR", "GBP")
+    reservation_hold_s: int = Field(default=1800, ge=60)
+
+    # --- Simulated payment gateway and carrier ---------------------------
+    gateway_latency_ms: float = Field(default=2.0, ge=0)
+    gateway_transient_error_rate: Rate = 0.0
+    gateway_decline_rate: Rate = 0.0
+    gateway_timeout_ms: float = Field(default=2000.0, gt=0)
+    carrier_latency_ms: float = Field(default=2.0, ge=0)
+    carrier_transient_error_rate: Rate = 0.0
+    carrier_failure_rate: Rate = 0.0
+    carrier_timeout_ms: float = Field(default=2000.0, gt=0)
+    simulation_seed: int | None = Field(default=None, description="Fixes the simulators' dice.")
+
+    @field_validator("queue_prefix")
+    @classmethod
+    def _prefix_is_a_legal_queue_name_part(cls, value: str) -> str:
+        # SQS names: 1-80 chars of [A-Za-z0-9_-]; the longest topology name is
+        # 25 chars with its DLQ suffix, which leaves 40 for the prefix.
+        if not re.fullmatch(r"[A-Za-z0-9_-]{0,40}", value):
+            raise ValueError("use at most 40 letters, digits, '-' or '_'")
+        return value
+
+    @field_validator("sqs_endpoint_url")
+    @classmethod
+    def _endpoint_is_http(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not re.fullmatch(r"https?://[^/\s:]+(:\d{1,5})?/?", value):
+            raise ValueError("expected http(s)://HOST[:PORT], e.g. http://127.0.0.1:4566")
+        return value.rstrip("/")
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_is_supported(cls, value: str) -> str:
+        if not value.startswith(("sqlite:///", "postgresql+psycopg://", "postgresql://")):
+            raise ValueError("expected sqlite:///PATH or postgresql+psycopg://USER@HOST/DB")
+        if value.startswith("postgresql://"):
+            value = "postgresql+psycopg://" + value.removeprefix("postgresql://")
+        return value
+
+    @field_validator("flower_basic_auth")
+    @classmethod
+    def _auth_is_user_colon_password(cls, value: str | None) -> str | None:
+        if value and not re.fullmatch(r"[^:\s]+:\S+", value):
+            raise ValueError("expected user:password")
+        return value or None
+
+    @model_validator(mode="after")
+    def _flower_is_never_open(self) -> Settings:
+        if self.flower_address not in ("127.0.0.1", "localhost", "::1") and not self.flower_basic_auth:
+            raise ValueError(
+                "PIPELINE_FLOWER_BASIC_AUTH is required when PIPELINE_FLOWER_ADDRESS is not loopback"
+            )
+        return self
+
+    @property
+    def uses_emulator(self) -> bool:
+        return self.sqs_endpoint_url is not None
+
+    def credentials(self) -> dict[str, str]:
+        """boto3 client keyword arguments for credentials (empty: use the chain)."""
+        if self.aws_access_key_id and self.aws_secret_access_key:
+            return {
+                "aws_access_key_id": self.aws_access_key_id,
+                "aws_secret_access_key": self.aws_secret_access_key,
+            }
+        if self.uses_emulator:  # emulators accept any key; botocore insists on one
+            return {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
+        return {}
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        field = str(item["loc"][0]) if item["loc"] else ""
+        variable = f"PIPELINE_{field.upper()}" if field else "settings"
+        lines.append(f"{variable}: {item['msg']}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+@lru_cache(maxsize=1)
+def load_settings() -> Settings:
+    """Read and validate the environment once per process."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise ConfigurationError(_describe(error)) from None

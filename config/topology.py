@@ -1,0 +1,124 @@
+"""The queue topology, declared once as data.
+
+Celery's queues and routes (config/celery.py), ``pipeline provision``, the IAM
+policy and the README's queue table all derive from the tables below.
+
+Numbers come from the seed course material (queue settings per service):
+orders 300 s visibility / DLQ after 3, payments 600 s / DLQ after 5,
+notifications 60 s / DLQ after 2, 14-day retention, 20 s long polling.
+
+Two deliberate departures from the seeds, both about correctness:
+* The priority lane is a *standard* queue, not FIFO. A chain is sequential by
+  construction, so FIFO would buy nothing for it but cost 300 msg/s per group
+  limits and group head-of-line blocking.
+* VIP orders do not get their own inventory queue: stock of one product must be
+  changed in one global order, so every reservation, VIP or not, goes through
+  the one ``inventory.fifo`` queue, grouped by product id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+__all__ = [
+    "DAY",
+    "QUEUES",
+    "TASK_QUEUE",
+    "TOPICS",
+    "QueueKind",
+    "QueueSpec",
+    "lane_for",
+    "queue_by_name",
+]
+
+DAY = 86_400
+
+
+class QueueKind(StrEnum):
+    STANDARD = "standard"
+    FIFO = "fifo"
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """One work queue and the dead-letter queue behind it."""
+
+    name: str
+    kind: QueueKind
+    visibility_timeout: int  # seconds; a step must finish (or extend) within it
+    max_receive_count: int  # deliveries before SQS moves a message to the DLQ
+    purpose: str
+    retention: int = 14 * DAY
+    wait_time: int = 20  # ReceiveMessageWaitTimeSeconds (long polling)
+    dlq_retention: int = 14 * DAY
+
+    @property
+    def is_fifo(self) -> bool:
+        return self.kind is QueueKind.FIFO
+
+    @property
+    def dlq_name(self) -> str:
+        # A FIFO queue's dead-letter queue must itself be FIFO.
+        if self.is_fifo:
+            return self.name.removesuffix(".fifo") + "-dlq.fifo"
+        return self.name + "-dlq"
+
+
+QUEUES: tuple[QueueSpec, ...] = (
+    QueueSpec(
+        "orders", QueueKind.STANDARD, visibility_timeout=300, max_receive_count=3,
+        purpose="validation, inventory fan-out, compensation (normal orders)",
+    ),
+    QueueSpec(
+        "priority", QueueKind.STANDARD, visibility_timeout=120, max_receive_count=3,
+        purpose="every non-inventory step of VIP orders",
+    ),
+    QueueSpec(
+        "payments", QueueKind.STANDARD, visibility_timeout=600, max_receive_count=5,
+        purpose="authorize, void, refund (normal orders)",
+    ),
+    QueueSpec(
+        "inventory.fifo", QueueKind.FIFO, visibility_timeout=60, max_receive_count=5,
+        purpose="per-line reserve/release; MessageGroupId = product id",
+    ),
+    QueueSpec(
+        "shipping", QueueKind.STANDARD, visibility_timeout=300, max_receive_count=3,
+        purpose="shipment creation and capture (normal orders)",
+    ),
+    QueueSpec(
+        "notifications", QueueKind.STANDARD, visibility_timeout=60, max_receive_count=2,
+        purpose="customer notifications (normal orders); the step that ends an order",
+    ),
+)
+
+TOPICS: tuple[str, ...] = ("order-status", "payment-events", "inventory-alerts", "system-health")
+
+# Which queue runs each task for a normal order. VIP orders move every task
+# that is not on a FIFO queue to the priority lane (see lane_for).
+TASK_QUEUE: dict[str, str] = {
+    "tasks.validation.validate_order": "orders",
+    "tasks.inventory.reserve_inventory": "orders",
+    "tasks.inventory.release_inventory": "orders",
+    "tasks.inventory.apply_line": "inventory.fifo",
+    "tasks.payment.authorize_payment": "payments",
+    "tasks.payment.reverse_payment": "payments",
+    "tasks.shipping.ship_order": "shipping",
+    "tasks.notification.notify_customer": "notifications",
+    "tasks.notification.lane_probe": "notifications",
+}
+
+
+def queue_by_name(name: str) -> QueueSpec:
+    for spec in QUEUES:
+        if spec.name == name:
+            return spec
+    raise KeyError(f"no queue named {name!r} in the topology")
+
+
+def lane_for(task_name: str, *, vip: bool) -> str:
+    """The queue a task runs on for an order of the given priority."""
+    queue = TASK_QUEUE[task_name]
+    if vip and not queue_by_name(queue).is_fifo:
+        return "priority"
+    return queue

@@ -1,0 +1,89 @@
+"""Enqueue workflows from Python: submit_order and get_order."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pipeline.domain import Order, OrderStatus, parse_order
+from pipeline.errors import BrokerUnavailable
+from pipeline.runtime import get_runtime
+
+log = logging.getLogger("pipeline.api")
+
+
+def submit_order(order: Order | dict[str, Any]) -> str:
+    """Store the order and start its workflow; returns the order id.
+
+    Safe to call twice with the same document: an order that is still
+    RECEIVED gets its workflow published again (the first publish may have
+    failed), anything further along is left alone. A different document
+    under an existing id raises OrderConflict. If SQS cannot be reached the
+    order stays RECEIVED (visible in `pipeline orders --status RECEIVED`) and
+    BrokerUnavailable is raised; submitting it again resumes it.
+    """
+    from pipeline import workflow
+
+    parsed = order if isinstance(order, Order) else parse_order(order)
+    store = get_runtime().store
+    store.create_order(parsed)
+    if store.status(parsed.order_id) is not OrderStatus.RECEIVED:
+        return parsed.order_id
+    try:
+        workflow.start(parsed.order_id, vip=parsed.vip)
+    except Exception as error:  # kombu wraps botocore/pycurl errors variously
+        endpoint = get_runtime().settings.sqs_endpoint_url or "AWS SQS"
+        raise BrokerUnavailable(
+            f"order {parsed.order_id} is stored but its workflow could not be published to "
+            f"{endpoint}: {type(error).__name__}: {error}. Submit it again once SQS answers."
+        ) from error
+    return parsed.order_id
+
+
+def get_order(order_id: str) -> dict[str, Any]:
+    """The order's status, timeline, ledger, reservations, shipment and notifications."""
+    store = get_runtime().store
+    record = store.order(order_id)
+    status = OrderStatus(record["status"])
+    return {
+        "orderId": record["id"],
+        "status": status.value,
+        "terminal": status.terminal,
+        "outcome": record["outcome"],
+        "reasons": record["reasons"],
+        "priority": record["priority"],
+        "totalAmount": str(record["total_amount"]),
+        "currency": record["currency"],
+        "createdAt": record["created_at"].isoformat(),
+        "terminalAt": record["terminal_at"].isoformat() if record["terminal_at"] else None,
+        "timeline": [
+            {"step": s["step"], "attempt": s["attempt"], "outcome": s["outcome"],
+             "startedAt": s["started_at"].isoformat(),
+             "finishedAt": s["finished_at"].isoformat() if s["finished_at"] else None,
+             "detail": s["detail"], "worker": s["worker"]}
+            for s in store.timeline(order_id)
+        ],
+        "payments": [
+            {"kind": p["kind"], "amount": str(p["amount"]), "currency": p["currency"],
+             "reference": p["gateway_ref"], "at": p["created_at"].isoformat()}
+            for p in store.payment_entries(order_id)
+        ],
+        "reservations": [
+            {"productId": r["sku"], "quantity": r["quantity"], "state": r["state"],
+             "reserveSequence": r["reserve_sequence"], "releaseSequence": r["release_sequence"]}
+            for r in store.reservations(order_id)
+        ],
+        "shipment": _shipment(store.shipment(order_id)),
+        "notifications": [
+            {"template": n["template"], "channel": n["channel"], "recipient": n["recipient"],
+             "body": n["body"], "at": n["created_at"].isoformat()}
+            for n in store.notifications(order_id)
+        ],
+    }
+
+
+def _shipment(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {"carrier": row["carrier"], "trackingNumber": row["tracking_number"],
+            "at": row["created_at"].isoformat()}

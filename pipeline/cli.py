@@ -1,0 +1,303 @@
+"""The `pipeline` command. Every read command takes --json."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from decimal import Decimal
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.errors import PipelineError
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}")
+    raise SystemExit(code)
+
+
+def _dump(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PipelineError as error:
+            _fail(str(error))
+
+
+@click.group(cls=_Group)
+def main() -> None:
+    """Order pipeline on Celery + Amazon SQS."""
+
+
+# ------------------------------------------------------------------ infra
+@main.command()
+@click.option("--port", type=int, default=None, help="Default: PIPELINE_EMULATOR_PORT.")
+@click.option("--data-dir", type=click.Path(), default=None,
+              help="SQLite persistence; default PIPELINE_EMULATOR_DATA_DIR.")
+@click.option("--in-memory", is_flag=True, help="Keep no state on disk.")
+def sqs(port: int | None, data_dir: str | None, in_memory: bool) -> None:
+    """Run the local SQS+SNS emulator in the foreground (127.0.0.1 only)."""
+    from pathlib import Path
+
+    from config.settings import load_settings
+    from pipeline.sqs.emulator import start_emulator
+
+    settings = load_settings()
+    directory = None if in_memory else Path(data_dir or settings.emulator_data_dir)
+    emulator = start_emulator(port if port is not None else settings.emulator_port,
+                              data_dir=directory, region=settings.aws_region)
+    click.echo(f"SQS/SNS emulator ready at {emulator.endpoint} "
+               f"(state: {directory or 'in memory'})", err=True)
+
+    def _stop(*_: Any) -> None:
+        emulator.stop()
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    sys.exit(emulator.process.wait())
+
+
+@main.command()
+@click.option("--check", is_flag=True, help="Change nothing; exit 1 when anything differs.")
+@click.option("--json", "as_json", is_flag=True)
+def provision(check: bool, as_json: bool) -> None:
+    """Create or reconcile queues, DLQs, redrive policies, topics and the database."""
+    from pipeline.runtime import get_runtime
+    from pipeline.sqs.provision import provision as run
+    from pipeline.store import create_schema
+
+    rt = get_runtime()
+    report = run(rt.settings, rt.aws_client("sqs"), rt.aws_client("sns"), check=check)
+    if not check:
+        create_schema(rt.store.engine)
+    if as_json:
+        _dump(report.__dict__)
+    else:
+        for label, items in (("created", report.created), ("updated", report.updated),
+                             ("drift", report.drift), ("CONFLICT", report.conflicts)):
+            for item in items:
+                console.print(f"{label:>8}  {item}")
+        if not (report.changed or report.drift or report.conflicts):
+            console.print("up to date: every queue, DLQ and topic matches the topology")
+    if report.conflicts or (check and report.drift):
+        raise SystemExit(1)
+
+
+@main.command("iam-policy")
+@click.option("--account-id", default="*", show_default=True)
+def iam_policy(account_id: str) -> None:
+    """Print the least-privilege IAM policy for this topology."""
+    from config.settings import load_settings
+    from pipeline.sqs.provision import iam_policy as build
+
+    _dump(build(load_settings(), account_id))
+
+
+@main.command()
+def flower() -> None:
+    """Run Flower with the address, port and auth from settings."""
+    from config.settings import load_settings
+
+    s = load_settings()
+    args = ["celery", "-A", "pipeline.app", "flower", f"--address={s.flower_address}",
+            f"--port={s.flower_port}"]
+    if s.flower_basic_auth:
+        args.append(f"--basic-auth={s.flower_basic_auth}")
+    os.execvp(args[0], args)
+
+
+# ----------------------------------------------------------------- orders
+@main.command()
+@click.argument("source", type=click.File("r"))
+@click.option("--json", "as_json", is_flag=True)
+def submit(source: Any, as_json: bool) -> None:
+    """Submit orders from FILE or - : one JSON object, or JSON lines."""
+    from pipeline.api import submit_order
+    from pipeline.domain import parse_order
+    from pipeline.errors import InvalidOrder
+
+    text = source.read()
+    documents: list[Any] = []
+    problems: list[str] = []
+    try:
+        documents = [json.loads(text)]
+    except json.JSONDecodeError:
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                documents.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                problems.append(f"line {number}: invalid JSON: {error.msg} at column {error.colno}")
+    if not documents and not problems:
+        problems.append("no order in the input")
+    orders = []
+    for number, document in enumerate(documents, 1):
+        try:
+            orders.append(parse_order(document))
+        except InvalidOrder as error:
+            problems.extend(f"order {number}: {p}" for p in error.problems)
+    if problems:  # all or nothing: nothing is enqueued when any order is bad
+        _fail("nothing submitted:\n  " + "\n  ".join(problems), code=1)
+    ids = [submit_order(order) for order in orders]
+    if as_json:
+        _dump({"orderIds": ids})
+    else:
+        for order_id in ids:
+            click.echo(order_id)
+
+
+@main.command()
+@click.argument("order_id")
+@click.option("--json", "as_json", is_flag=True)
+def status(order_id: str, as_json: bool) -> None:
+    """An order's status, timeline, payments, reservations, shipment, notifications."""
+    from pipeline.api import get_order
+
+    view = get_order(order_id)
+    if as_json:
+        _dump(view)
+        return
+    console.print(f"[bold]{view['orderId']}[/]  {view['status']}  terminal={view['terminal']}"
+                  f"  {view['priority']}  {view['totalAmount']} {view['currency']}")
+    if view["reasons"]:
+        console.print("reasons: " + "; ".join(view["reasons"]))
+    table = Table("step", "attempt", "outcome", "started", "finished", "detail")
+    for s in view["timeline"]:
+        table.add_row(s["step"], str(s["attempt"]), s["outcome"] or "…", s["startedAt"][11:23],
+                      (s["finishedAt"] or "")[11:23], s["detail"] or "")
+    console.print(table)
+    for title, rows in (("payments", view["payments"]), ("reservations", view["reservations"]),
+                        ("notifications", view["notifications"])):
+        if rows:
+            console.print(f"[bold]{title}[/]")
+            for row in rows:
+                console.print("  " + "  ".join(f"{k}={v}" for k, v in row.items()))
+    if view["shipment"]:
+        console.print(f"[bold]shipment[/] {view['shipment']}")
+
+
+@main.command()
+@click.option("--status", "status_filter", default=None)
+@click.option("--json", "as_json", is_flag=True)
+def orders(status_filter: str | None, as_json: bool) -> None:
+    """List orders, optionally with one status."""
+    from pipeline.domain import OrderStatus
+    from pipeline.runtime import get_runtime
+
+    if status_filter and status_filter.upper() not in OrderStatus.__members__:
+        _fail(f"unknown status {status_filter}; one of {', '.join(OrderStatus)}")
+    rows = get_runtime().store.list_orders(status_filter.upper() if status_filter else None)
+    if as_json:
+        _dump(rows)
+        return
+    table = Table("order", "status", "priority", "total", "created")
+    for r in rows:
+        table.add_row(r["id"], r["status"], r["priority"], f"{r['total_amount']} {r['currency']}",
+                      str(r["created_at"])[:19])
+    console.print(table)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def audit(as_json: bool) -> None:
+    """Check invariants from the raw ledgers; exit 1 when any is violated."""
+    from pipeline.audit import audit as run
+    from pipeline.runtime import get_runtime
+
+    report = run(get_runtime().store)
+    if as_json:
+        _dump(report.as_dict())
+    else:
+        console.print(f"orders by status: {report.orders_by_status}")
+        console.print(f"not terminal: {report.not_terminal}; max captures/order: "
+                      f"{report.max_captures_per_order}; max effects per idempotency key: "
+                      f"{report.max_charges_per_key}; max notifications per slot: "
+                      f"{report.max_notifications_per_slot}")
+        for v in report.violations:
+            console.print(f"[red]VIOLATION[/] {v}")
+        console.print("[green]clean[/]" if report.clean else "[red]not clean[/]")
+    if not report.clean:
+        raise SystemExit(1)
+
+
+# ------------------------------------------------------------------ stock
+@main.group()
+def stock() -> None:
+    """Catalog and stock."""
+
+
+@stock.command("set")
+@click.argument("sku")
+@click.argument("quantity", type=click.IntRange(min=0))
+@click.option("--price", type=Decimal, default=None, help="Required for a new product.")
+def stock_set(sku: str, quantity: int, price: Decimal | None) -> None:
+    """Set SKU's available quantity (adds the product when unknown)."""
+    from pipeline.runtime import get_runtime
+
+    try:
+        level = get_runtime().store.set_stock(sku, quantity, price=price)
+    except ValueError as error:
+        _fail(str(error))
+    click.echo(f"{sku}: {level}")
+
+
+@stock.command("show")
+@click.option("--json", "as_json", is_flag=True)
+def stock_show(as_json: bool) -> None:
+    from pipeline.runtime import get_runtime
+
+    rows = get_runtime().store.stock_levels()
+    if as_json:
+        _dump(rows)
+        return
+    table = Table("product", "price", "available", "reserved", "shipped")
+    for r in rows:
+        table.add_row(r["sku"], str(r["price"]), str(r["available"]), str(r["reserved"]),
+                      str(r["shipped"]))
+    console.print(table)
+
+
+@stock.command("history")
+@click.argument("sku")
+@click.option("--json", "as_json", is_flag=True)
+def stock_history(sku: str, as_json: bool) -> None:
+    """Movements in the order they were applied, with each one's SQS sequence number."""
+    from pipeline.runtime import get_runtime
+
+    rows = get_runtime().store.stock_history(sku)
+    if as_json:
+        _dump(rows)
+        return
+    table = Table("#", "kind", "Δavailable", "Δreserved", "Δshipped", "order", "sqs sequence",
+                  "applied")
+    for r in rows:
+        table.add_row(str(r["id"]), r["kind"], str(r["delta_available"]),
+                      str(r["delta_reserved"]), str(r["delta_shipped"]), r["order_id"] or "",
+                      r["sqs_sequence"] or "", str(r["applied_at"])[:23])
+    console.print(table)
+
+
+@main.command()
+@click.option("--orders", "count", type=click.IntRange(min=1), default=40, show_default=True)
+@click.option("--exit-when-done", is_flag=True,
+              help="Exit (0 only if every order is terminal and the audit is clean).")
+@click.option("--timeout", type=float, default=600.0, show_default=True)
+def demo(count: int, exit_when_done: bool, timeout: float) -> None:
+    """Start the emulator and Procfile lanes, provision, seed, submit a mix, watch."""
+    from pipeline.demo import run_demo
+
+    raise SystemExit(run_demo(count, exit_when_done=exit_when_done, timeout=timeout))

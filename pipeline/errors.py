@@ -1,0 +1,73 @@
+"""Every error the pipeline raises, split into retryable and permanent.
+
+Each class's docstring is its default message. Retryable errors are worth
+another attempt later (the retry policy decides when); permanent errors will
+fail the same way every time, so the step's compensation runs instead.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BrokerUnavailable",
+    "ConfigurationError",
+    "GatewayUnavailable",
+    "InvalidOrder",
+    "OrderConflict",
+    "OrderNotFound",
+    "PermanentError",
+    "PipelineError",
+    "ProvisioningError",
+    "RetryableError",
+    "ShipmentRefused",
+]
+
+
+class PipelineError(Exception):
+    """The order pipeline failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class RetryableError(PipelineError):
+    """A transient failure; the step will be attempted again with backoff."""
+
+
+class PermanentError(PipelineError):
+    """A failure that another attempt will not fix."""
+
+
+class ConfigurationError(PermanentError):
+    """The configuration is invalid."""
+
+
+class ProvisioningError(PermanentError):
+    """The queues or topics do not match the topology."""
+
+
+class BrokerUnavailable(RetryableError):
+    """The SQS endpoint could not be reached."""
+
+
+class GatewayUnavailable(RetryableError):
+    """The payment gateway or carrier did not answer in time."""
+
+
+class ShipmentRefused(PermanentError):
+    """The carrier refused the shipment."""
+
+
+class OrderNotFound(PermanentError):
+    """No order with that id."""
+
+
+class OrderConflict(PermanentError):
+    """An order with that id already exists with different content."""
+
+
+class InvalidOrder(PermanentError):
+    """The order document is malformed."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid order: " + "; ".join(problems))

@@ -1,0 +1,124 @@
+"""Inventory: reserve and release per line, fan back in once, expire stale holds.
+
+Every reserve/release of a product is one message in the product's FIFO group,
+so a product's stock changes in one order: the SQS sequence order. The fan-in
+is decided in the store (no chord, no result backend): the line that finds
+every line decided flips the order's status with a compare-and-set, and only
+the winner continues the workflow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy import insert
+from sqlalchemy.exc import IntegrityError
+
+from pipeline.domain import OrderStatus, reached
+from pipeline.services.outcome import StepResult
+from pipeline.store import Store
+from pipeline.store import schema as t
+from pipeline.store.repository import now
+
+
+class LineOp(StrEnum):
+    RESERVE = "reserve"
+    RELEASE = "release"
+
+
+@dataclass(frozen=True)
+class LineMessage:
+    """One message for inventory.fifo: group = sku, dedup = order+sku+op."""
+
+    order_id: str
+    sku: str
+    quantity: int
+    op: LineOp
+
+    @property
+    def group_id(self) -> str:
+        return self.sku
+
+    @property
+    def deduplication_id(self) -> str:
+        return f"{self.order_id}:{self.sku}:{self.op.value}"
+
+
+class FanIn(StrEnum):
+    WAITING = "waiting"  # other lines are still in flight
+    WON = "won"  # this line completed the set: continue the workflow
+    DONE_BEFORE = "done_before"  # someone completed it already
+
+
+def reservation_messages(store: Store, order_id: str) -> tuple[StepResult, list[LineMessage]]:
+    """Fan out: move to RESERVING and return one reserve message per line.
+
+    On a redelivery while still RESERVING, the same messages are returned
+    again; their deduplication ids make SQS drop the copies.
+    """
+    status = store.status(order_id)
+    if status is OrderStatus.PAYMENT_AUTHORIZED:
+        store.transition(order_id, OrderStatus.RESERVING,
+                         expected=[OrderStatus.PAYMENT_AUTHORIZED])
+    elif status is not OrderStatus.RESERVING:
+        if reached(status, OrderStatus.RESERVED):
+            return StepResult.go("already reserved", repeated=True), []
+        return StepResult.stop(None, repeated=True, detail=f"order is {status}"), []
+    messages = [LineMessage(order_id, line["sku"], line["quantity"], LineOp.RESERVE)
+                for line in store.lines(order_id)]
+    return StepResult.go(f"{len(messages)} line(s) sent for reservation"), messages
+
+
+def release_messages(store: Store, order_id: str) -> list[LineMessage]:
+    """Compensation fan-out: one release per line (a no-op for lines not held)."""
+    return [LineMessage(order_id, line["sku"], line["quantity"], LineOp.RELEASE)
+            for line in store.lines(order_id)]
+
+
+def apply_line(store: Store, message: LineMessage, *, sequence: str | None,
+               hold_s: int) -> str:
+    """Apply one reserve/release to stock; idempotent. Returns the line's state."""
+    if message.op is LineOp.RESERVE:
+        return store.reserve_line(message.order_id, message.sku, message.quantity,
+                                  sequence=sequence, hold_s=hold_s)
+    return store.release_line(message.order_id, message.sku, sequence=sequence)
+
+
+def reservation_fan_in(store: Store, order_id: str) -> tuple[FanIn, StepResult]:
+    """After a reserve: decide the order once every line is decided."""
+    states = store.line_states(order_id)
+    skus = [line["sku"] for line in store.lines(order_id)]
+    if any(sku not in states for sku in skus):
+        return FanIn.WAITING, StepResult.go("waiting for other lines")
+    short = [sku for sku in skus if states[sku] != "RESERVED"]
+    if not short:
+        won = store.transition(order_id, OrderStatus.RESERVED, expected=[OrderStatus.RESERVING])
+        result = StepResult.go("all lines reserved")
+    else:
+        reasons = tuple(f"{sku}: out of stock" for sku in short)
+        won = store.transition(order_id, OrderStatus.COMPENSATING,
+                               expected=[OrderStatus.RESERVING],
+                               outcome=OrderStatus.OUT_OF_STOCK, reasons=reasons)
+        result = StepResult.stop(OrderStatus.OUT_OF_STOCK, reasons)
+    return (FanIn.WON if won else FanIn.DONE_BEFORE), result
+
+
+def release_fan_in(store: Store, order_id: str) -> FanIn:
+    """After a release: continue the compensation once every line is let go."""
+    states = store.line_states(order_id)
+    skus = [line["sku"] for line in store.lines(order_id)]
+    if any(states.get(sku) == "RESERVED" or sku not in states for sku in skus):
+        return FanIn.WAITING
+    return FanIn.WON if claim(store, f"{order_id}:released") else FanIn.DONE_BEFORE
+
+
+def claim(store: Store, key: str) -> bool:
+    """Take a one-time key; True for the one caller that got it."""
+    try:
+        with store.engine.begin() as conn:
+            conn.execute(insert(t.idempotency_keys).values(key=key, result={},
+                                                           created_at=now()))
+        return True
+    except IntegrityError:
+        return False

@@ -1,0 +1,1 @@
+"""Our SQS side: the local emulator, provisioning from the topology, IAM."""

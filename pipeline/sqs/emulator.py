@@ -1,0 +1,75 @@
+"""The embedded SQS + SNS emulator (fauxqs on the project's own Node 22)."""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from config.settings import PROJECT_ROOT
+from pipeline.errors import BrokerUnavailable, ConfigurationError
+
+NODE = PROJECT_ROOT / "node_modules" / ".bin" / "node"
+LAUNCHER = Path(__file__).with_name("fauxqs_launcher.mjs")
+
+
+@dataclass
+class Emulator:
+    process: subprocess.Popen[bytes]
+    endpoint: str
+
+    @property
+    def port(self) -> int:
+        return int(self.endpoint.rsplit(":", 1)[1])
+
+    def stop(self, timeout: float = 10) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout)
+
+
+def emulator_command(port: int, data_dir: Path | None, region: str) -> list[str]:
+    if not NODE.exists():
+        raise ConfigurationError(
+            f"the emulator's Node 22 is not installed at {NODE}: run `make install` "
+            "(or `npm ci` in the project root)")
+    command = [str(NODE), "--no-warnings", str(LAUNCHER), "--port", str(port), "--region", region]
+    if data_dir is not None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        command += ["--data-dir", str(data_dir)]
+    return command
+
+
+def start_emulator(port: int = 0, *, data_dir: Path | None = None, region: str = "us-east-1",
+                   timeout: float = 20.0, stderr: int | None = None) -> Emulator:
+    """Start fauxqs on 127.0.0.1 and return once it answers."""
+    process = subprocess.Popen(emulator_command(port, data_dir, region),
+                               stdout=subprocess.PIPE, stderr=stderr, cwd=PROJECT_ROOT,
+                               env={**os.environ, "FAUXQS_LOGGER": "false"})
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout
+    buffer = b""
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        while b"\n" not in buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or process.poll() is not None:
+                process.kill()
+                raise BrokerUnavailable(
+                    f"the SQS emulator did not start on port {port} within {timeout:.0f}s "
+                    f"(exit code {process.poll()}); is the port taken?")
+            if selector.select(remaining):
+                chunk = os.read(process.stdout.fileno(), 4096)
+                if not chunk:
+                    continue
+                buffer += chunk
+    ready = json.loads(buffer.split(b"\n", 1)[0])
+    return Emulator(process, ready["endpoint"])

@@ -1,0 +1,71 @@
+// Starts fauxqs (SQS + SNS emulator) bound to 127.0.0.1 only, with request
+// logging off, optional SQLite persistence, and queue URLs on the endpoint's
+// own host. fauxqs's startFauxqs() listens on 0.0.0.0 and its CLI logs every
+// request, so this assembles the same parts from buildApp() instead.
+// Usage: node fauxqs_launcher.mjs --port N [--data-dir DIR] [--region R]
+import { readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { parseArgs } from "node:util";
+
+const EXPECTED_VERSION = "2.4.1"; // internals below are read from this release
+
+const { values } = parseArgs({
+  options: {
+    port: { type: "string", default: "4566" },
+    "data-dir": { type: "string" },
+    region: { type: "string", default: "us-east-1" },
+  },
+});
+
+const entry = fileURLToPath(import.meta.resolve("fauxqs"));
+const dist = dirname(entry);
+const pkg = JSON.parse(readFileSync(join(dist, "..", "package.json"), "utf8"));
+if (pkg.version !== EXPECTED_VERSION) {
+  console.error(`fauxqs ${pkg.version} found; this launcher was written for ${EXPECTED_VERSION}`);
+  process.exit(3);
+}
+const load = (rel) => import(pathToFileURL(join(dist, rel)).href);
+const { buildApp } = await load("app.js");
+const { SqsStore } = await load("sqs/sqsStore.js");
+const { SnsStore } = await load("sns/snsStore.js");
+const { S3Store } = await load("s3/s3Store.js");
+const { PersistenceManager } = await load("persistence.js");
+
+const sqsStore = new SqsStore();
+// An empty host makes buildQueueUrl() use the request's Host header (the
+// default "localhost" gives sqs.<region>.localhost, which does not resolve).
+sqsStore.host = "";
+const snsStore = new SnsStore();
+const s3Store = new S3Store();
+let persistence;
+if (values["data-dir"]) {
+  // Same order as startFauxqs(): load state first, then wire write-through.
+  persistence = new PersistenceManager(values["data-dir"]);
+  persistence.load(sqsStore, snsStore, s3Store);
+  sqsStore.persistence = persistence;
+  snsStore.persistence = persistence;
+  s3Store.persistence = persistence;
+  for (const queue of sqsStore.allQueues()) queue.persistence = persistence;
+}
+// No `host` option: queue URLs then use the request's Host header, i.e. the
+// endpoint the client was configured with (127.0.0.1:PORT).
+const app = buildApp({
+  logger: false,
+  defaultRegion: values.region,
+  stores: { sqsStore, snsStore, s3Store },
+});
+if (persistence) app.addHook("preClose", () => persistence.close());
+
+const address = await app.listen({ port: Number(values.port), host: "127.0.0.1" });
+console.log(JSON.stringify({ ready: true, endpoint: address, pid: process.pid }));
+
+let closing = false;
+for (const signal of ["SIGINT", "SIGTERM"]) {
+  process.on(signal, async () => {
+    if (closing) return;
+    closing = true;
+    await app.close();
+    process.exit(0);
+  });
+}

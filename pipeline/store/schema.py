@@ -1,0 +1,168 @@
+"""Tables. Unique constraints are what make every step safe to run twice."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+MONEY = Numeric(12, 2)
+
+orders = Table(
+    "orders", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("customer_id", String(64), nullable=False),
+    Column("priority", String(8), nullable=False),
+    Column("status", String(24), nullable=False, index=True),
+    Column("outcome", String(24)),  # the terminal status a COMPENSATING order will reach
+    Column("reasons", JSON, nullable=False, default=list),
+    Column("currency", String(3), nullable=False),
+    Column("total_amount", MONEY, nullable=False),
+    Column("document", JSON, nullable=False),
+    Column("document_hash", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("terminal_at", DateTime(timezone=True)),
+)
+
+order_lines = Table(
+    "order_lines", metadata,
+    Column("order_id", String(64), ForeignKey("orders.id"), primary_key=True),
+    Column("sku", String(64), primary_key=True),
+    Column("quantity", Integer, nullable=False),
+    Column("price", MONEY, nullable=False),
+)
+
+steps = Table(
+    "steps", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("order_id", String(64), nullable=False, index=True),
+    Column("step", String(48), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("outcome", String(24)),  # ok | skipped | retry | failed | stopped
+    Column("detail", Text),
+    Column("worker", String(128)),
+)
+
+products = Table(
+    "products", metadata,
+    Column("sku", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("price", MONEY, nullable=False),
+    Column("currency", String(3), nullable=False),
+)
+
+stock = Table(
+    "stock", metadata,
+    Column("sku", String(64), ForeignKey("products.sku"), primary_key=True),
+    Column("available", Integer, nullable=False),
+    Column("reserved", Integer, nullable=False),
+    Column("shipped", Integer, nullable=False),
+)
+
+stock_movements = Table(
+    "stock_movements", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("sku", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),  # adjust | reserve | release | ship | expire
+    Column("delta_available", Integer, nullable=False),
+    Column("delta_reserved", Integer, nullable=False),
+    Column("delta_shipped", Integer, nullable=False),
+    Column("order_id", String(64)),
+    Column("sqs_sequence", String(40)),  # SequenceNumber of the FIFO message that caused it
+    Column("applied_at", DateTime(timezone=True), nullable=False),
+    Index("ix_movements_sku_id", "sku", "id"),
+)
+
+reservations = Table(
+    "reservations", metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("sku", String(64), primary_key=True),
+    Column("quantity", Integer, nullable=False),
+    Column("state", String(12), nullable=False),  # RESERVED | REJECTED | RELEASED | SHIPPED
+    Column("reserve_sequence", String(40)),
+    Column("release_sequence", String(40)),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+payments = Table(
+    "payments", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("order_id", String(64), nullable=False, index=True),
+    Column("kind", String(12), nullable=False),  # authorize | capture | void | refund | decline
+    Column("amount", MONEY, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("gateway_ref", String(64)),
+    Column("idempotency_key", String(128), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+shipments = Table(
+    "shipments", metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("carrier", String(32), nullable=False),
+    Column("tracking_number", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+notifications = Table(
+    "notifications", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("order_id", String(64), nullable=False, index=True),
+    Column("template", String(32), nullable=False),
+    Column("channel", String(8), nullable=False),  # email | sms | push | local
+    Column("recipient", String(200), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("order_id", "template", "channel", name="uq_notification_once"),
+)
+
+# The simulated gateway's and carrier's own books: every call they received,
+# and whether it had an effect or was a replay of an idempotency key.
+external_calls = Table(
+    "external_calls", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("system", String(16), nullable=False),  # gateway | carrier
+    Column("operation", String(16), nullable=False),
+    Column("idempotency_key", String(128), nullable=False),
+    Column("effect", String(8), nullable=False),  # applied | replayed | failed
+    Column("amount", MONEY),
+    Column("reference", String(64)),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Index("ix_external_calls_key", "system", "idempotency_key"),
+)
+
+external_effects = Table(
+    "external_effects", metadata,
+    Column("system", String(16), primary_key=True),
+    Column("idempotency_key", String(128), primary_key=True),
+    Column("operation", String(16), nullable=False),
+    Column("reference", String(64), nullable=False),
+    Column("result", JSON, nullable=False),
+    Column("amount", MONEY),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys", metadata,
+    Column("key", String(160), primary_key=True),
+    Column("result", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+

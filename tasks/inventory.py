@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+from pipeline import workflow
+from pipeline.app import app
+from pipeline.domain import OrderStatus
+from pipeline.runtime import Runtime, get_runtime
+from pipeline.services import inventory
+from pipeline.services.inventory import FanIn, LineMessage, LineOp
+from pipeline.services.outcome import StepResult
+from tasks.base import OrderStep
+from tasks.flow import follow
+
+
+@app.task(base=OrderStep, bind=True, name="tasks.inventory.reserve_inventory")
+def reserve_inventory(self: OrderStep, order_id: str) -> str:
+    """Fan out: one reserve message per line on inventory.fifo."""
+    lines: list[LineMessage] = []
+
+    def body(rt: Runtime) -> StepResult:
+        result, messages = inventory.reservation_messages(rt.store, order_id)
+        lines.extend(messages)
+        return result
+
+    result = self.run_step(order_id, "reserve_inventory", body)
+    workflow.publish_lines(lines)
+    follow(self, order_id, result)
+    return order_id
+
+
+@app.task(base=OrderStep, bind=True, name="tasks.inventory.release_inventory")
+def release_inventory(self: OrderStep, order_id: str) -> str:
+    """Compensation fan-out: release every line, or go straight on if none was sent."""
+    rt = get_runtime()
+    vip = self.is_vip(rt, order_id)
+    lines: list[LineMessage] = []
+
+    def body(rt: Runtime) -> StepResult:
+        if not rt.store.step_done(order_id, "reserve_inventory"):
+            return StepResult.go("no line was sent for reservation")
+        lines.extend(inventory.release_messages(rt.store, order_id))
+        return StepResult.go(f"{len(lines)} line(s) sent for release")
+
+    self.run_step(order_id, "release_inventory", body)
+    if lines:
+        workflow.publish_lines(lines)
+    elif inventory.claim(rt.store, f"{order_id}:released") or self.attempt > 1:
+        workflow.after_release(order_id, vip=vip)
+    return order_id
+
+
+@app.task(base=OrderStep, bind=True, name="tasks.inventory.apply_line")
+def apply_line(self: OrderStep, order_id: str, sku: str, quantity: int, op: str) -> str:
+    """Apply one line to stock, in the product's FIFO order; the last line fans in."""
+    message = LineMessage(order_id, sku, quantity, LineOp(op))
+    sequence = self.sqs_attribute("SequenceNumber")
+    rt = get_runtime()
+
+    def body(rt: Runtime) -> StepResult:
+        state = inventory.apply_line(rt.store, message, sequence=sequence,
+                                     hold_s=rt.settings.reservation_hold_s)
+        return StepResult.go(f"{op} {sku} x{quantity}: {state} (seq {sequence})")
+
+    self.run_step(order_id, f"{op}:{sku}", body)
+    vip = self.is_vip(rt, order_id)
+    redelivered = self.attempt > 1
+    if message.op is LineOp.RESERVE:
+        fan_in, result = inventory.reservation_fan_in(rt.store, order_id)
+        status = rt.store.status(order_id)
+        if fan_in is FanIn.WON or (fan_in is FanIn.DONE_BEFORE and redelivered):
+            if status is OrderStatus.RESERVED:
+                workflow.after_reservation(order_id, vip=vip)
+            elif status is OrderStatus.COMPENSATING:
+                workflow.compensate(order_id, vip=vip)
+        _ = result
+    else:
+        fan_in = inventory.release_fan_in(rt.store, order_id)
+        if fan_in is FanIn.WON or (fan_in is FanIn.DONE_BEFORE and redelivered):
+            workflow.after_release(order_id, vip=vip)
+    return order_id
+
+
+__all__ = ["apply_line", "follow", "release_inventory", "reserve_inventory"]
