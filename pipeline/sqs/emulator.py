@@ -34,6 +34,8 @@ class Emulator:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
 
 def emulator_command(port: int, data_dir: Path | None, region: str) -> list[str]:
@@ -63,6 +65,8 @@ def start_emulator(port: int = 0, *, data_dir: Path | None = None, region: str =
             remaining = deadline - time.monotonic()
             if remaining <= 0 or process.poll() is not None:
                 process.kill()
+                process.wait()
+                process.stdout.close()
                 raise BrokerUnavailable(
                     f"the SQS emulator did not start on port {port} within {timeout:.0f}s "
                     f"(exit code {process.poll()}); is the port taken?")

@@ -1,0 +1,75 @@
+"""Test helpers, shipped with the package: real emulator, real workers, real databases.
+
+Used by this project's suite and usable by anyone testing against the pipeline.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from sqlalchemy import create_engine, text
+
+from pipeline.procfile import ProcessGroup, read_procfile
+
+T = TypeVar("T")
+WORKER_LANES = ("orders", "payments", "inventory", "notifications", "priority")
+
+
+def wait_until(condition: Callable[[], T], *, timeout: float, interval: float = 0.1,
+               message: str = "condition") -> T:
+    """Poll until `condition()` is truthy; return it, or fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {message}")
+        time.sleep(interval)
+
+
+@contextmanager
+def worker_lanes(env: dict[str, str], log_dir: Path,
+                 lanes: tuple[str, ...] = WORKER_LANES) -> Iterator[ProcessGroup]:
+    """Start the Procfile's worker lines with `env`; stop them on exit."""
+    group = ProcessGroup({**os.environ, **env}, log_dir)
+    try:
+        for line in read_procfile():
+            if line.name in lanes:
+                group.start(line)
+        yield group
+    finally:
+        group.stop()
+
+
+@contextmanager
+def postgres_database(admin_url: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test session; dropped afterwards."""
+    name = f"pipeline_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        yield admin_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def postgres_reachable(admin_url: str) -> str | None:
+    """None when reachable, else why not."""
+    try:
+        engine = create_engine(admin_url, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+        engine.dispose()
+        return None
+    except Exception as error:  # any failure means: not usable here
+        return f"{type(error).__name__}: {str(error).splitlines()[0]}"

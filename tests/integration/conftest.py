@@ -1,0 +1,111 @@
+"""Integration tier: the real emulator over HTTP, real `celery worker`
+processes started from the Procfile's lines, a real SQLite file and a real
+PostgreSQL database. The workflow suite runs once per database."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from config.settings import load_settings
+from config.topology import QUEUES
+from pipeline.runtime import Runtime, get_runtime, reset_runtime
+from pipeline.sqs.emulator import Emulator, start_emulator
+from pipeline.sqs.provision import provision
+from pipeline.store import create_schema
+from pipeline.testing import postgres_database, postgres_reachable, worker_lanes
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "PIPELINE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+def _apply_env(env: dict[str, str]) -> None:
+    os.environ.update(env)
+    load_settings.cache_clear()
+    reset_runtime()
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[Emulator]:
+    """One fauxqs per test session, on a free port, in memory."""
+    emu = start_emulator(0)
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture(scope="session")
+def base_env(emulator: Emulator) -> Iterator[dict[str, str]]:
+    prefix = f"t{uuid.uuid4().hex[:6]}-"
+    env = {"PIPELINE_SQS_ENDPOINT_URL": emulator.endpoint, "PIPELINE_QUEUE_PREFIX": prefix,
+           "PIPELINE_WAIT_TIME_SECONDS": "2", "PIPELINE_SIMULATION_SEED": "7"}
+    saved = {k: os.environ.get(k) for k in [*env, "PIPELINE_DATABASE_URL"]}
+    yield env
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    load_settings.cache_clear()
+    reset_runtime()
+
+
+@dataclass
+class Pipeline:
+    """A running pipeline: emulator, provisioned queues, database, worker lanes."""
+
+    backend: str
+    env: dict[str, str]
+    log_dir: Path
+
+    @property
+    def rt(self) -> Runtime:
+        return get_runtime()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def pipeline(request: pytest.FixtureRequest, base_env: dict[str, str],
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    backend = request.param
+    tmp = tmp_path_factory.mktemp(backend)
+    if backend == "postgresql":
+        why = postgres_reachable(POSTGRES_ADMIN_URL)
+        if why:
+            pytest.skip(f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL} ({why}): "
+                        "the PostgreSQL run of the integration suite was SKIPPED")
+        database = postgres_database(POSTGRES_ADMIN_URL)
+        url = database.__enter__()
+    else:
+        database = None
+        url = f"sqlite:///{tmp / 'pipeline.db'}"
+    env = {**base_env, "PIPELINE_DATABASE_URL": url}
+    _apply_env(env)
+    rt = get_runtime()
+    provision(rt.settings, rt.aws_client("sqs"), rt.aws_client("sns"))
+    create_schema(rt.store.engine)
+    log_dir = ARTIFACTS / f"logs-{backend}"
+    try:
+        with worker_lanes(env, log_dir):
+            from pipeline.demo import wait_for_lanes
+
+            wait_for_lanes(timeout=120)
+            yield Pipeline(backend, env, log_dir)
+    finally:
+        _purge_all(rt)
+        reset_runtime()
+        if database is not None:
+            database.__exit__(None, None, None)
+
+
+def _purge_all(rt: Runtime) -> None:
+    """Leave no message for the next backend's workers."""
+    sqs = rt.aws_client("sqs")
+    for spec in QUEUES:
+        for name in (spec.name, spec.dlq_name):
+            url = sqs.get_queue_url(QueueName=rt.settings.queue_prefix + name)["QueueUrl"]
+            sqs.purge_queue(QueueUrl=url)

@@ -1,0 +1,129 @@
+"""The order workflow end to end: real workers on the emulator, per database."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from pipeline import get_order, submit_order
+from pipeline.audit import audit
+from pipeline.demo import CATALOG, sample_order
+from pipeline.testing import wait_until
+from tests.integration.conftest import Pipeline
+
+pytestmark = pytest.mark.integration
+
+TIMEOUT = 60
+
+
+@pytest.fixture(autouse=True)
+def stocked(pipeline: Pipeline) -> Pipeline:
+    for sku, (price, quantity) in CATALOG.items():
+        pipeline.rt.store.set_stock(sku, quantity, price=price)
+    return pipeline
+
+
+def run_to_end(document: dict[str, Any]) -> dict[str, Any]:
+    order_id = submit_order(document)
+    return wait_until(lambda: (view := get_order(order_id))["terminal"] and view,
+                      timeout=TIMEOUT, message=f"order {order_id} to finish")
+
+
+def kinds(view: dict[str, Any], key: str, field: str = "kind") -> list[str]:
+    return [entry[field] for entry in view[key]]
+
+
+def test_single_line_order_completes_with_capture_shipment_and_notification() -> None:
+    view = run_to_end(sample_order("single", 1))
+    assert view["status"] == "COMPLETED"
+    assert kinds(view, "payments") == ["authorize", "capture"]
+    assert view["shipment"]["trackingNumber"].startswith("TRK")
+    assert [r["state"] for r in view["reservations"]] == ["SHIPPED"]
+    assert kinds(view, "notifications", "template") == ["order_shipped"]
+    steps = [s["step"] for s in view["timeline"]]
+    assert steps[:3] == ["validate", "authorize_payment", "reserve_inventory"]
+    assert steps[-2:] == ["ship", "notify"]
+
+
+def test_multi_line_order_reserves_each_line_in_its_product_group(stocked: Pipeline) -> None:
+    before = {r["sku"]: r for r in stocked.rt.store.stock_levels()}
+    view = run_to_end(sample_order("multi", 2))
+    assert view["status"] == "COMPLETED"
+    assert sorted(r["productId"] for r in view["reservations"]) == [
+        "SKU-BOOK", "SKU-MUG", "SKU-PEN"]
+    # every reservation came from a FIFO message and carries its sequence number
+    assert all(r["reserveSequence"] for r in view["reservations"])
+    after = {r["sku"]: r for r in stocked.rt.store.stock_levels()}
+    assert after["SKU-MUG"]["shipped"] - before["SKU-MUG"]["shipped"] == 2
+    assert after["SKU-PEN"]["available"] == before["SKU-PEN"]["available"] - 5
+
+
+def test_vip_order_runs_every_non_inventory_step_on_the_priority_lane() -> None:
+    view = run_to_end(sample_order("vip", 3))
+    assert view["status"] == "COMPLETED"
+    for step in view["timeline"]:
+        expected = "inventory@" if step["step"].startswith("reserve:") else "priority@"
+        assert step["worker"].startswith(expected), step
+
+
+def test_invalid_order_is_rejected_with_reasons_and_the_customer_is_told() -> None:
+    view = run_to_end(sample_order("invalid", 4))
+    assert view["status"] == "REJECTED"
+    assert any("does not match the catalog price" in r for r in view["reasons"])
+    assert view["payments"] == [] and view["reservations"] == []
+    assert kinds(view, "notifications", "template") == ["order_rejected"]
+
+
+def test_declined_payment_ends_without_capture_and_notifies() -> None:
+    view = run_to_end(sample_order("declined", 5))
+    assert view["status"] == "PAYMENT_DECLINED"
+    assert kinds(view, "payments") == ["decline"]
+    assert view["reservations"] == []
+    assert kinds(view, "notifications", "template") == ["payment_declined"]
+
+
+def test_out_of_stock_releases_reserved_lines_and_voids_the_authorization(
+        stocked: Pipeline) -> None:
+    stocked.rt.store.set_stock("SKU-RARE", 0)
+    pen_before = next(r for r in stocked.rt.store.stock_levels() if r["sku"] == "SKU-PEN")
+    view = run_to_end(sample_order("out_of_stock", 6))
+    assert view["status"] == "OUT_OF_STOCK"
+    assert view["reasons"] == ["SKU-RARE: out of stock"]
+    states = {r["productId"]: r["state"] for r in view["reservations"]}
+    assert states == {"SKU-PEN": "RELEASED", "SKU-RARE": "REJECTED"}
+    assert kinds(view, "payments") == ["authorize", "void"]
+    assert kinds(view, "notifications", "template") == ["out_of_stock"]
+    pen_after = next(r for r in stocked.rt.store.stock_levels() if r["sku"] == "SKU-PEN")
+    assert pen_after["available"] == pen_before["available"]
+    assert pen_after["reserved"] == pen_before["reserved"]
+
+
+def test_permanent_shipping_failure_releases_stock_and_refunds(stocked: Pipeline) -> None:
+    view = run_to_end(sample_order("undeliverable", 7))
+    assert view["status"] == "SHIPPING_FAILED"
+    assert kinds(view, "payments") == ["authorize", "capture", "refund"]
+    assert [r["state"] for r in view["reservations"]] == ["RELEASED"]
+    assert view["shipment"] is None
+    assert kinds(view, "notifications", "template") == ["shipping_failed"]
+
+
+def test_every_finished_order_leaves_the_ledgers_consistent(stocked: Pipeline) -> None:
+    ids = [submit_order(sample_order(kind, 100 + n)) for n, kind in enumerate(
+        ["single", "multi", "vip", "declined", "invalid", "undeliverable", "single"])]
+    wait_until(lambda: all(get_order(i)["terminal"] for i in ids), timeout=TIMEOUT,
+               message="a mixed batch to finish")
+    report = audit(stocked.rt.store)
+    assert report.clean, report.violations
+    assert report.max_captures_per_order == 1
+    assert report.max_charges_per_key == 1
+
+
+def test_submitting_the_same_document_twice_runs_one_order() -> None:
+    document = sample_order("single", 8)
+    first = run_to_end(document)
+    assert submit_order(document) == first["orderId"]
+    again = get_order(first["orderId"])
+    assert [s["step"] for s in again["timeline"]] == [s["step"] for s in first["timeline"]]
+    assert Decimal(again["totalAmount"]) == Decimal(document["totalAmount"])
