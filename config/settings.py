@@ -114,10 +114,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _flower_is_never_open(self) -> Settings:
-        if self.flower_address not in ("127.0.0.1", "localhost", "::1") and not self.flower_basic_auth:
-            raise ValueError(
-                "PIPELINE_FLOWER_BASIC_AUTH is required when PIPELINE_FLOWER_ADDRESS is not loopback"
-            )
+        loopback = self.flower_address in ("127.0.0.1", "localhost", "::1")
+        if not loopback and not self.flower_basic_auth:
+            raise ValueError("PIPELINE_FLOWER_BASIC_AUTH is required when "
+                             "PIPELINE_FLOWER_ADDRESS is not loopback")
         return self
 
     @property

@@ -29,6 +29,7 @@ __all__ = [
     "QueueKind",
     "QueueSpec",
     "lane_for",
+    "markdown_table",
     "queue_by_name",
 ]
 
@@ -122,3 +123,14 @@ def lane_for(task_name: str, *, vip: bool) -> str:
     if vip and not queue_by_name(queue).is_fifo:
         return "priority"
     return queue
+
+
+def markdown_table() -> str:
+    """The queue table as the README shows it (a test keeps the two equal)."""
+    rows = ["| queue | kind | visibility | retention | long poll | DLQ after | DLQ | purpose |",
+            "|---|---|---|---|---|---|---|---|"]
+    for q in QUEUES:
+        rows.append(f"| `{q.name}` | {q.kind.value} | {q.visibility_timeout} s | "
+                    f"{q.retention // DAY} d | {q.wait_time} s | {q.max_receive_count} receives | "
+                    f"`{q.dlq_name}` ({q.dlq_retention // DAY} d) | {q.purpose} |")
+    return "\n".join(rows)

@@ -43,9 +43,10 @@ def _max(conn: Any, query: Any) -> int:
 
 def audit(store: Store, *, require_terminal: bool = True) -> AuditReport:
     with store.engine.connect() as conn:
-        by_status = dict(conn.execute(
+        by_status: dict[str, int] = dict(conn.execute(
             select(t.orders.c.status, func.count()).group_by(t.orders.c.status)).all())
-        captures = (select(func.count().label("n")).select_from(t.payments).where(t.payments.c.kind == "capture")
+        captures = (select(func.count().label("n")).select_from(t.payments)
+                    .where(t.payments.c.kind == "capture")
                     .group_by(t.payments.c.order_id).subquery())
         charges = (select(func.count().label("n")).select_from(t.external_calls)
                    .where(t.external_calls.c.effect == "applied")

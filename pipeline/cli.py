@@ -96,6 +96,14 @@ def provision(check: bool, as_json: bool) -> None:
         raise SystemExit(1)
 
 
+@main.command()
+def topology() -> None:
+    """Print the queue table (markdown), as declared in config/topology.py."""
+    from config.topology import markdown_table
+
+    click.echo(markdown_table())
+
+
 @main.command("iam-policy")
 @click.option("--account-id", default="*", show_default=True)
 def iam_policy(account_id: str) -> None:

@@ -28,7 +28,7 @@ from celery import Task
 from celery.exceptions import Reject
 
 from config.topology import queue_by_name
-from pipeline.domain import OrderStatus
+from pipeline.domain import OrderStatus, can_transition
 from pipeline.errors import RetryableError
 from pipeline.runtime import Runtime, get_runtime
 from pipeline.services.outcome import StepResult
@@ -115,7 +115,9 @@ class OrderStep(Task):
 
         reason = f"{step} failed after {self.attempt} attempts: {error}"
         status = rt.store.status(order_id)
-        if not status.terminal and status is not OrderStatus.COMPENSATING:
+        # A shipped order is not undone because its notification failed: the
+        # message goes to the DLQ and the order waits there for a redrive.
+        if can_transition(status, OrderStatus.COMPENSATING):
             moved = rt.store.transition(
                 order_id, OrderStatus.COMPENSATING, expected=[status],
                 outcome=OrderStatus.FAILED, reasons=[reason])

@@ -19,3 +19,6 @@ def clean_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPat
     yield monkeypatch
     load_settings.cache_clear()
     reset_runtime()
+
+
+pytest_plugins = ["tests.fixtures"]

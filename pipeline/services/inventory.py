@@ -91,7 +91,7 @@ def reservation_fan_in(store: Store, order_id: str) -> tuple[FanIn, StepResult]:
     skus = [line["sku"] for line in store.lines(order_id)]
     if any(sku not in states for sku in skus):
         return FanIn.WAITING, StepResult.go("waiting for other lines")
-    short = [sku for sku in skus if states[sku] != "RESERVED"]
+    short = [sku for sku in skus if states[sku] in ("REJECTED", "RELEASED")]
     if not short:
         won = store.transition(order_id, OrderStatus.RESERVED, expected=[OrderStatus.RESERVING])
         result = StepResult.go("all lines reserved")

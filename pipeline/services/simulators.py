@@ -55,7 +55,8 @@ class _RemoteSystem:
         latency = faults.latency_ms * (0.5 + self.rng.random())
         if latency > faults.timeout_ms:
             time.sleep(faults.timeout_ms / 1000)
-            raise GatewayUnavailable(f"{self.system} {operation}: no answer in {faults.timeout_ms} ms")
+            raise GatewayUnavailable(
+                f"{self.system} {operation}: no answer in {faults.timeout_ms} ms")
         if latency:
             time.sleep(latency / 1000)
         roll = self.rng.random()

@@ -152,7 +152,9 @@ class Store:
             result = conn.execute(insert(t.steps).values(
                 order_id=order_id, step=step, attempt=attempt, started_at=now(), worker=worker,
             ))
-            return int(result.inserted_primary_key[0])
+            key = result.inserted_primary_key
+            assert key is not None
+            return int(key[0])
 
     def finish_step(self, step_id: int, outcome: str, detail: str | None = None) -> None:
         with self.engine.begin() as conn:

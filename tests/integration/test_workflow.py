@@ -11,7 +11,7 @@ from pipeline import get_order, submit_order
 from pipeline.audit import audit
 from pipeline.demo import CATALOG, sample_order
 from pipeline.testing import wait_until
-from tests.integration.conftest import Pipeline
+from tests.fixtures import Pipeline
 
 pytestmark = pytest.mark.integration
 

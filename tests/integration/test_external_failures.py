@@ -1,0 +1,63 @@
+"""Transient failures of the gateway and of SQS itself lose nothing and double nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from pipeline.demo import sample_order
+from pipeline.errors import GatewayUnavailable
+from pipeline.services.simulators import Faults, SimulatedGateway
+from pipeline.store import create_db_engine, create_schema
+from pipeline.store import schema as t
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_lost_gateway_response_retried_with_its_key_charges_once(tmp_path: Path) -> None:
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'gw.db'}")
+    create_schema(engine)
+    flaky = SimulatedGateway(engine, Faults(transient_error_rate=1.0), random.Random(0))
+    outcomes = []
+    for _ in range(20):  # every call fails, half of them after the effect
+        try:
+            flaky.authorize("ord-1:authorize", "tok_visa", Decimal("10.00"), "USD")
+        except GatewayUnavailable as error:
+            outcomes.append(str(error))
+    healthy = SimulatedGateway(engine, Faults(), random.Random(0))
+    result = healthy.authorize("ord-1:authorize", "tok_visa", Decimal("10.00"), "USD")
+    assert result["approved"] is True
+    assert any("after request" in o for o in outcomes), "no lost response was simulated"
+    with engine.connect() as conn:
+        effects = conn.execute(select(t.external_calls.c.effect).where(
+            t.external_calls.c.idempotency_key == "ord-1:authorize")).scalars().all()
+    assert effects.count("applied") == 1
+    assert effects.count("replayed") >= 1
+
+
+@pytest.mark.timeout(60)
+def test_submit_with_sqs_unreachable_fails_clearly_and_keeps_the_order(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    create_schema(create_db_engine(url))
+    env = {**os.environ, "PIPELINE_SQS_ENDPOINT_URL": "http://127.0.0.1:9",
+           "PIPELINE_DATABASE_URL": url, "PIPELINE_CONNECT_TIMEOUT_S": "1"}
+    document = sample_order("single", 1)
+    result = subprocess.run([sys.executable, "-m", "pipeline", "submit", "-"], cwd=ROOT,
+                            input=json.dumps(document), text=True, capture_output=True,
+                            env=env, timeout=50)
+    assert result.returncode == 2
+    assert f"order {document['orderId']} is stored but its workflow could not be published" \
+        in result.stderr
+    listed = subprocess.run([sys.executable, "-m", "pipeline", "orders", "--status", "RECEIVED",
+                             "--json"], cwd=ROOT, text=True, capture_output=True, env=env,
+                            timeout=50)
+    assert document["orderId"] in {o["id"] for o in json.loads(listed.stdout)}

@@ -1,0 +1,70 @@
+"""Settings fail fast naming the variable; Celery config and routes derive from the table."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from config.celery import broker_url, celery_config
+from config.settings import Settings, load_settings
+from config.topology import QUEUES, TASK_QUEUE, lane_for, queue_by_name
+from pipeline.errors import ConfigurationError
+from tasks.base import backoff_seconds
+
+
+@pytest.mark.parametrize(("variable", "value", "says"), [
+    ("PIPELINE_QUEUE_PREFIX", "bad prefix!", "at most 40 letters"),
+    ("PIPELINE_SQS_ENDPOINT_URL", "localhost:4566", "expected http(s)://HOST[:PORT]"),
+    ("PIPELINE_DATABASE_URL", "mysql://x", "expected sqlite:///PATH"),
+    ("PIPELINE_PREFETCH_MULTIPLIER", "0", "greater than or equal to 1"),
+    ("PIPELINE_GATEWAY_DECLINE_RATE", "1.5", "less than or equal to 1"),
+])
+def test_a_bad_setting_is_reported_with_its_variable_name(
+        clean_settings: pytest.MonkeyPatch, variable: str, value: str, says: str) -> None:
+    clean_settings.setenv(variable, value)
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert f"{variable}: " in str(caught.value) and says in str(caught.value)
+
+
+def test_flower_off_loopback_without_auth_is_refused(clean_settings: pytest.MonkeyPatch) -> None:
+    clean_settings.setenv("PIPELINE_FLOWER_ADDRESS", "0.0.0.0")
+    with pytest.raises(ConfigurationError, match="PIPELINE_FLOWER_BASIC_AUTH is required"):
+        load_settings()
+
+
+def test_every_routed_task_goes_to_a_declared_queue_and_celery_declares_them_all() -> None:
+    config = celery_config(Settings(sqs_endpoint_url="http://127.0.0.1:4566"))
+    declared = {q.name for q in config["task_queues"]}
+    assert declared == {spec.name for spec in QUEUES}
+    assert {r["queue"] for r in config["task_routes"].values()} <= declared
+    assert set(config["task_routes"]) == set(TASK_QUEUE)
+    assert config["accept_content"] == ["json"] and config["task_acks_late"] is True
+
+
+def test_vip_moves_every_standard_queue_step_to_priority_but_keeps_fifo() -> None:
+    for task, queue in TASK_QUEUE.items():
+        expected = queue if queue_by_name(queue).is_fifo else "priority"
+        assert lane_for(task, vip=True) == expected
+        assert lane_for(task, vip=False) == queue
+
+
+def test_fifo_queues_get_fifo_dead_letter_queues() -> None:
+    for spec in QUEUES:
+        assert spec.dlq_name.endswith(".fifo") == spec.is_fifo
+        assert len("x" * 40 + spec.dlq_name) <= 80  # SQS's name limit with the longest prefix
+
+
+def test_broker_url_carries_the_emulator_host_and_port_and_real_aws_uses_the_chain() -> None:
+    assert broker_url(Settings(sqs_endpoint_url="http://127.0.0.1:4599")) == \
+        "sqs://local:local@127.0.0.1:4599//"
+    assert broker_url(Settings(sqs_endpoint_url=None)) == "sqs://"
+
+
+@given(st.integers(min_value=1, max_value=50), st.integers(min_value=0, max_value=2**32))
+def test_backoff_is_at_least_one_second_and_never_above_the_cap(attempt: int, seed: int) -> None:
+    delay = backoff_seconds(attempt, base=1.0, cap=30.0, rng=random.Random(seed))
+    assert 1 <= delay <= 30
