@@ -299,6 +299,23 @@ def stock_history(sku: str, as_json: bool) -> None:
     console.print(table)
 
 
+@stock.command("expire-holds")
+def stock_expire_holds() -> None:
+    """Release stock held past PIPELINE_RESERVATION_HOLD_S by orders stuck before shipment."""
+    from pipeline import workflow
+    from pipeline.runtime import get_runtime
+    from pipeline.services import inventory
+
+    store = get_runtime().store
+    expired = 0
+    for order_id in inventory.stale_holds(store):
+        if inventory.expire_hold(store, order_id):
+            workflow.compensate(order_id, vip=store.order(order_id)["priority"] == "vip")
+            expired += 1
+            click.echo(f"{order_id}: hold expired, compensating")
+    click.echo(f"{expired} order(s) expired")
+
+
 @main.command()
 @click.option("--orders", "count", type=click.IntRange(min=1), default=40, show_default=True)
 @click.option("--exit-when-done", is_flag=True,

@@ -35,7 +35,8 @@ def release_inventory(self: OrderStep, order_id: str) -> str:
     lines: list[LineMessage] = []
 
     def body(rt: Runtime) -> StepResult:
-        if not rt.store.step_done(order_id, "reserve_inventory"):
+        if not (rt.store.line_states(order_id)
+                or rt.store.step_done(order_id, "reserve_inventory")):
             return StepResult.go("no line was sent for reservation")
         lines.extend(inventory.release_messages(rt.store, order_id))
         return StepResult.go(f"{len(lines)} line(s) sent for release")

@@ -122,3 +122,27 @@ def claim(store: Store, key: str) -> bool:
         return True
     except IntegrityError:
         return False
+
+
+def stale_holds(store: Store) -> list[str]:
+    """Orders holding stock past its hold time while stuck before shipment."""
+    from sqlalchemy import select
+
+    stamp = now()
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            select(t.reservations.c.order_id).distinct()
+            .join(t.orders, t.orders.c.id == t.reservations.c.order_id)
+            .where(t.reservations.c.state == "RESERVED", t.reservations.c.expires_at < stamp,
+                   t.orders.c.status.in_([OrderStatus.RESERVING.value,
+                                          OrderStatus.RESERVED.value]))).scalars().all()
+    return list(rows)
+
+
+def expire_hold(store: Store, order_id: str) -> bool:
+    """Send a stuck order to compensation (its lines are then released through
+    inventory.fifo, in each product's order). True if this call moved it."""
+    return store.transition(
+        order_id, OrderStatus.COMPENSATING,
+        expected=[OrderStatus.RESERVING, OrderStatus.RESERVED], outcome=OrderStatus.FAILED,
+        reasons=["reservation hold expired before shipment"])

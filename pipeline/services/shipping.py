@@ -31,7 +31,11 @@ def ship(store: Store, gateway: SimulatedGateway, carrier: SimulatedCarrier,
             store.transition(order_id, OrderStatus.COMPENSATING, expected=[OrderStatus.RESERVED],
                              outcome=OrderStatus.SHIPPING_FAILED, reasons=[reason], conn=conn)
             return StepResult.stop(OrderStatus.SHIPPING_FAILED, (reason,))
+        # The status change goes first: if another worker moved the order on
+        # (a hold expiry, say), nothing below may be written.
+        if not store.transition(order_id, OrderStatus.SHIPPED, expected=[OrderStatus.RESERVED],
+                                conn=conn):
+            return StepResult.stop(None, repeated=True, detail="order moved on meanwhile")
         store.record_shipment(conn, order_id, "simulated", result["reference"])
         store.ship_lines(conn, order_id)
-        store.transition(order_id, OrderStatus.SHIPPED, expected=[OrderStatus.RESERVED], conn=conn)
     return StepResult.go(f"captured {capture_ref}, tracking {result['reference']}")

@@ -1,0 +1,97 @@
+"""Stale reservation holds expire through compensation; shipment never races an expiry."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline import get_order
+from pipeline.demo import CATALOG, sample_order
+from pipeline.domain import OrderStatus, parse_order
+from pipeline.services import inventory, shipping
+from pipeline.services.simulators import Faults, SimulatedCarrier, SimulatedGateway
+from pipeline.store import Store, create_db_engine, create_schema
+from pipeline.testing import wait_until
+from tests.fixtures import Pipeline
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+S = OrderStatus
+
+
+def stuck_in_reserved(store: Store, document: dict[str, Any], *, hold_s: int) -> str:
+    """An order that reserved its stock and then stalled (its ship message lost)."""
+    order = parse_order(document)
+    store.create_order(order)
+    for old, new in ((S.RECEIVED, S.VALIDATED), (S.VALIDATED, S.PAYMENT_AUTHORIZED),
+                     (S.PAYMENT_AUTHORIZED, S.RESERVING)):
+        assert store.transition(order.order_id, new, expected=[old])
+    for item in order.items:
+        store.reserve_line(order.order_id, item.product_id, item.quantity, sequence=None,
+                           hold_s=hold_s)
+    assert store.transition(order.order_id, S.RESERVED, expected=[S.RESERVING])
+    return order.order_id
+
+
+def test_expire_holds_releases_stock_of_a_stalled_order_and_ends_it_failed(
+        pipeline: Pipeline) -> None:
+    store = pipeline.rt.store
+    for sku, (price, quantity) in CATALOG.items():
+        store.set_stock(sku, quantity, price=price)
+    before = {r["sku"]: r for r in store.stock_levels()}
+    order_id = stuck_in_reserved(store, sample_order("single", 1), hold_s=-1)
+    result = subprocess.run([sys.executable, "-m", "pipeline", "stock", "expire-holds"],
+                            cwd=ROOT, text=True, capture_output=True, timeout=60,
+                            env={**os.environ, **pipeline.env})
+    assert result.returncode == 0, result.stderr
+    assert f"{order_id}: hold expired" in result.stdout
+    view = wait_until(lambda: (v := get_order(order_id))["terminal"] and v, timeout=60,
+                      message="the expired order to finish")
+    assert view["status"] == "FAILED"
+    assert [r["state"] for r in view["reservations"]] == ["RELEASED"]
+    assert [n["template"] for n in view["notifications"]] == ["order_failed"]
+    after = {r["sku"]: r for r in store.stock_levels()}
+    assert after["SKU-BOOK"]["available"] == before["SKU-BOOK"]["available"]
+    assert after["SKU-BOOK"]["reserved"] == before["SKU-BOOK"]["reserved"]
+
+
+class CarrierThatLosesTheRace(SimulatedCarrier):
+    """While the carrier works, the order's hold expires (another worker's move)."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store.engine, Faults(), random.Random(1))
+        self.store = store
+
+    def create_shipment(self, key: str, address: dict[str, Any], parcels: int
+                        ) -> dict[str, Any]:
+        assert inventory.expire_hold(self.store, key.split(":")[0])
+        return super().create_shipment(key, address, parcels)
+
+
+def test_ship_writes_nothing_when_the_order_moved_on_meanwhile(tmp_path: Path) -> None:
+    """Regression: ship used to record the shipment and move stock to shipped even when
+    its RESERVED -> SHIPPED compare-and-set lost."""
+    store = Store(create_db_engine(f"sqlite:///{tmp_path / 'db.sqlite'}"))
+    create_schema(store.engine)
+    for sku, (price, quantity) in CATALOG.items():
+        store.set_stock(sku, quantity, price=price)
+    order_id = stuck_in_reserved(store, sample_order("single", 2), hold_s=600)
+    gateway = SimulatedGateway(store.engine, Faults(), random.Random(1))
+    gateway.authorize(f"{order_id}:authorize", "tok_visa", parse_order(
+        store.order(order_id)["document"]).total_amount, "USD")
+    amount = store.order(order_id)["total_amount"]
+    with store.engine.begin() as conn:
+        store.record_payment(conn, order_id=order_id, kind="authorize",
+                             amount=amount, currency="USD",
+                             gateway_ref="auth_x", key=f"{order_id}:authorize")
+    result = shipping.ship(store, gateway, CarrierThatLosesTheRace(store), order_id)
+    assert not result.proceed and result.repeated
+    assert store.shipment(order_id) is None
+    assert store.status(order_id) is S.COMPENSATING
+    assert [r["state"] for r in store.reservations(order_id)] == ["RESERVED"]
