@@ -80,8 +80,10 @@ def _endpoint_answers(settings: Settings) -> bool:
 
 def wait_for_lanes(timeout: float = 60.0) -> None:
     """Send a probe to every queue and wait until a worker consumed each."""
+    from sqlalchemy import select
+
     from pipeline.app import app
-    from pipeline.services.inventory import claim
+    from pipeline.store import schema as t
 
     store = get_runtime().store
     token = uuid.uuid4().hex[:8]
@@ -93,18 +95,11 @@ def wait_for_lanes(timeout: float = 60.0) -> None:
     pending = {spec.name for spec in QUEUES}
     deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline:
-        for name in list(pending):
-            # A consumed probe left a key; claim() of a key that exists returns False.
-            with store.engine.connect() as conn:
-                from sqlalchemy import select
-
-                from pipeline.store import schema as t
-                found = conn.execute(select(t.idempotency_keys.c.key).where(
-                    t.idempotency_keys.c.key.like(f"probe:{token}:{name}:%"))).first()
-            if found:
-                pending.discard(name)
+        with store.engine.connect() as conn:  # each consumed probe leaves a key
+            keys = conn.execute(select(t.idempotency_keys.c.key).where(
+                t.idempotency_keys.c.key.like(f"probe:{token}:%"))).scalars().all()
+        pending -= {key.split(":", 3)[2] for key in keys}
         time.sleep(0.2)
-    _ = claim
     if pending:
         raise RuntimeError(f"no worker consumed from {sorted(pending)} within {timeout:.0f}s; "
                            f"see {VAR_DIR / 'log'}")

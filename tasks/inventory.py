@@ -65,19 +65,15 @@ def apply_line(self: OrderStep, order_id: str, sku: str, quantity: int, op: str)
     vip = self.is_vip(rt, order_id)
     redelivered = self.attempt > 1
     if message.op is LineOp.RESERVE:
-        fan_in, result = inventory.reservation_fan_in(rt.store, order_id)
+        fan_in, _ = inventory.reservation_fan_in(rt.store, order_id)
         status = rt.store.status(order_id)
         if fan_in is FanIn.WON or (fan_in is FanIn.DONE_BEFORE and redelivered):
             if status is OrderStatus.RESERVED:
                 workflow.after_reservation(order_id, vip=vip)
             elif status is OrderStatus.COMPENSATING:
                 workflow.compensate(order_id, vip=vip)
-        _ = result
     else:
         fan_in = inventory.release_fan_in(rt.store, order_id)
         if fan_in is FanIn.WON or (fan_in is FanIn.DONE_BEFORE and redelivered):
             workflow.after_release(order_id, vip=vip)
     return order_id
-
-
-__all__ = ["apply_line", "follow", "release_inventory", "reserve_inventory"]
