@@ -50,9 +50,10 @@ def task_queues() -> list[Queue]:
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    is_secure = bool(settings.sqs_endpoint_url and settings.sqs_endpoint_url.startswith("https"))
+    endpoint = settings.sqs_endpoint_url
     transport_options: dict[str, Any] = {
         "region": settings.aws_region,
+        "is_secure": endpoint is None or endpoint.startswith("https"),
         "queue_name_prefix": settings.queue_prefix,
         "wait_time_seconds": settings.wait_time_seconds,
         "polling_interval": settings.polling_interval,
@@ -64,10 +65,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "retries": {"max_attempts": 3, "mode": "standard"},
         },
     }
-    if settings.sqs_endpoint_url is None:
-        transport_options["is_secure"] = True
-    else:
-        transport_options["is_secure"] = is_secure
     return {
         "broker_url": broker_url(settings),
         "broker_transport_options": transport_options,

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from config.settings import VAR_DIR, Settings, load_settings
+from config.settings import VAR_DIR, load_settings
 from config.topology import QUEUES
 from pipeline.audit import audit
 from pipeline.domain import TERMINAL
@@ -68,7 +68,7 @@ KINDS = ("single", "multi", "vip", "single", "invalid", "multi", "declined", "ou
          "single", "undeliverable")
 
 
-def _endpoint_answers(settings: Settings) -> bool:
+def _endpoint_answers() -> bool:
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
@@ -128,11 +128,11 @@ def run_demo(count: int, *, exit_when_done: bool, timeout: float) -> int:
     group = ProcessGroup(dict(os.environ), VAR_DIR / "log")
     lines = {line.name: line for line in read_procfile()}
     try:
-        if settings.uses_emulator and not _endpoint_answers(settings):
+        if settings.uses_emulator and not _endpoint_answers():
             console.print(f"starting the SQS emulator ({settings.sqs_endpoint_url})")
             group.start(lines.pop("sqs"))
             deadline = time.monotonic() + 20
-            while not _endpoint_answers(settings):
+            while not _endpoint_answers():
                 if time.monotonic() > deadline or group.dead():
                     console.print("[red]the emulator did not start; see var/log/sqs.log[/]")
                     return 2

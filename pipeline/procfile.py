@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +53,7 @@ class ProcessGroup:
     def start(self, line: ProcLine) -> Running:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = (self.log_dir / f"{line.name}.log").open("ab")
-        bin_dir = str(Path(os.sys.executable).parent)  # type: ignore[attr-defined]
+        bin_dir = str(Path(sys.executable).parent)
         env = {**self.env, "PATH": bin_dir + os.pathsep + self.env.get("PATH", "")}
         process = subprocess.Popen(["bash", "-c", f"exec {line.command}"], cwd=PROJECT_ROOT,
                                    env=env, stdout=log, stderr=subprocess.STDOUT,

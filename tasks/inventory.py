@@ -62,18 +62,21 @@ def apply_line(self: OrderStep, order_id: str, sku: str, quantity: int, op: str)
         return StepResult.go(f"{op} {sku} x{quantity}: {state} (seq {sequence})")
 
     self.run_step(order_id, f"{op}:{sku}", body)
-    vip = self.is_vip(rt, order_id)
-    redelivered = self.attempt > 1
     if message.op is LineOp.RESERVE:
-        fan_in, _ = inventory.reservation_fan_in(rt.store, order_id)
-        status = rt.store.status(order_id)
-        if fan_in is FanIn.WON or (fan_in is FanIn.DONE_BEFORE and redelivered):
-            if status is OrderStatus.RESERVED:
-                workflow.after_reservation(order_id, vip=vip)
-            elif status is OrderStatus.COMPENSATING:
-                workflow.compensate(order_id, vip=vip)
+        fan_in = inventory.reservation_fan_in(rt.store, order_id)
     else:
         fan_in = inventory.release_fan_in(rt.store, order_id)
-        if fan_in is FanIn.WON or (fan_in is FanIn.DONE_BEFORE and redelivered):
-            workflow.after_release(order_id, vip=vip)
+    # Continue when this line completed the set, or when it is a redelivery
+    # (its first run may have died between the fan-in and the publish).
+    if fan_in is FanIn.WAITING or (fan_in is FanIn.DONE_BEFORE and self.attempt == 1):
+        return order_id
+    vip = self.is_vip(rt, order_id)
+    if message.op is LineOp.RELEASE:
+        workflow.after_release(order_id, vip=vip)
+        return order_id
+    status = rt.store.status(order_id)
+    if status is OrderStatus.RESERVED:
+        workflow.after_reservation(order_id, vip=vip)
+    elif status is OrderStatus.COMPENSATING:
+        workflow.compensate(order_id, vip=vip)
     return order_id

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,33 +74,28 @@ def pipeline(request: pytest.FixtureRequest, base_env: dict[str, str],
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     backend = request.param
     tmp = tmp_path_factory.mktemp(backend)
-    if backend == "postgresql":
-        why = postgres_reachable(POSTGRES_ADMIN_URL)
-        if why:
-            pytest.skip(f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL} ({why}): "
-                        "the PostgreSQL run of the integration suite was SKIPPED")
-        database = postgres_database(POSTGRES_ADMIN_URL)
-        url = database.__enter__()
-    else:
-        database = None
-        url = f"sqlite:///{tmp / 'pipeline.db'}"
-    env = {**base_env, "PIPELINE_DATABASE_URL": url}
-    _apply_env(env)
-    rt = get_runtime()
-    provision(rt.settings, rt.aws_client("sqs"), rt.aws_client("sns"))
-    create_schema(rt.store.engine)
-    log_dir = ARTIFACTS / f"logs-{backend}"
-    try:
-        with worker_lanes(env, log_dir):
-            from pipeline.demo import wait_for_lanes
+    with ExitStack() as stack:
+        if backend == "postgresql":
+            why = postgres_reachable(POSTGRES_ADMIN_URL)
+            if why:
+                pytest.skip(f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL} ({why}): "
+                            "the PostgreSQL run of the integration suite was SKIPPED")
+            url = stack.enter_context(postgres_database(POSTGRES_ADMIN_URL))
+        else:
+            url = f"sqlite:///{tmp / 'pipeline.db'}"
+        env = {**base_env, "PIPELINE_DATABASE_URL": url}
+        _apply_env(env)
+        rt = get_runtime()
+        provision(rt.settings, rt.aws_client("sqs"), rt.aws_client("sns"))
+        create_schema(rt.store.engine)
+        stack.callback(reset_runtime)
+        stack.callback(_purge_all, rt)
+        log_dir = ARTIFACTS / f"logs-{backend}"
+        stack.enter_context(worker_lanes(env, log_dir))
+        from pipeline.demo import wait_for_lanes
 
-            wait_for_lanes(timeout=120)
-            yield Pipeline(backend, env, log_dir)
-    finally:
-        _purge_all(rt)
-        reset_runtime()
-        if database is not None:
-            database.__exit__(None, None, None)
+        wait_for_lanes(timeout=120)
+        yield Pipeline(backend, env, log_dir)
 
 
 def _purge_all(rt: Runtime) -> None:

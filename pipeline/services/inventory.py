@@ -85,23 +85,21 @@ def apply_line(store: Store, message: LineMessage, *, sequence: str | None,
     return store.release_line(message.order_id, message.sku, sequence=sequence)
 
 
-def reservation_fan_in(store: Store, order_id: str) -> tuple[FanIn, StepResult]:
+def reservation_fan_in(store: Store, order_id: str) -> FanIn:
     """After a reserve: decide the order once every line is decided."""
     states = store.line_states(order_id)
     skus = [line["sku"] for line in store.lines(order_id)]
     if any(sku not in states for sku in skus):
-        return FanIn.WAITING, StepResult.go("waiting for other lines")
+        return FanIn.WAITING
     short = [sku for sku in skus if states[sku] in ("REJECTED", "RELEASED")]
     if not short:
         won = store.transition(order_id, OrderStatus.RESERVED, expected=[OrderStatus.RESERVING])
-        result = StepResult.go("all lines reserved")
     else:
-        reasons = tuple(f"{sku}: out of stock" for sku in short)
         won = store.transition(order_id, OrderStatus.COMPENSATING,
                                expected=[OrderStatus.RESERVING],
-                               outcome=OrderStatus.OUT_OF_STOCK, reasons=reasons)
-        result = StepResult.stop(OrderStatus.OUT_OF_STOCK, reasons)
-    return (FanIn.WON if won else FanIn.DONE_BEFORE), result
+                               outcome=OrderStatus.OUT_OF_STOCK,
+                               reasons=[f"{sku}: out of stock" for sku in short])
+    return FanIn.WON if won else FanIn.DONE_BEFORE
 
 
 def release_fan_in(store: Store, order_id: str) -> FanIn:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pipeline.domain import OrderStatus
 
@@ -17,7 +17,6 @@ class StepResult:
     reasons: tuple[str, ...] = ()
     repeated: bool = False  # the step's effect was already there (a redelivery)
     detail: str = ""
-    data: dict[str, object] = field(default_factory=dict)
 
     @classmethod
     def go(cls, detail: str = "", *, repeated: bool = False) -> StepResult:

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
 
 from pipeline.domain import OrderStatus, reached
 from pipeline.services.outcome import StepResult
 from pipeline.services.simulators import SimulatedGateway
 from pipeline.store import Store
-
-
-def _entry(store: Store, order_id: str, kind: str) -> dict[str, Any] | None:
-    return next((e for e in store.payment_entries(order_id) if e["kind"] == kind), None)
 
 
 def authorize(store: Store, gateway: SimulatedGateway, order_id: str) -> StepResult:
@@ -47,10 +42,10 @@ def authorize(store: Store, gateway: SimulatedGateway, order_id: str) -> StepRes
 
 def capture(store: Store, gateway: SimulatedGateway, order_id: str) -> str:
     """Capture the authorized amount once; returns the capture reference."""
-    done = _entry(store, order_id, "capture")
-    if done is not None:
-        return str(done["gateway_ref"])
-    auth = _entry(store, order_id, "authorize")
+    entries = {e["kind"]: e for e in store.payment_entries(order_id)}
+    if "capture" in entries:
+        return str(entries["capture"]["gateway_ref"])
+    auth = entries.get("authorize")
     if auth is None:
         raise RuntimeError(f"order {order_id} has no authorization to capture")
     key = f"{order_id}:capture"
