@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PIPELINE_SQS_ENDPOINT_URL ?= http://127.0.0.1:4566
 
-.PHONY: install demo test lint unit integration clean
+.PHONY: install demo test lint unit integration bench bench-quick clean
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -26,6 +26,13 @@ demo: install
 
 test: install
 	$(BIN)/pytest
+
+# Benchmarks (not tests): results/bench.md and results/bench.json.
+bench: install
+	$(BIN)/python -m bench
+
+bench-quick: install
+	$(BIN)/python -m bench --quick
 
 unit: install
 	$(BIN)/pytest tests/unit

@@ -72,10 +72,18 @@ class Settings(BaseSettings):
     gateway_transient_error_rate: Rate = 0.0
     gateway_decline_rate: Rate = 0.0
     gateway_timeout_ms: float = Field(default=2000.0, gt=0)
+    # Circuit breaker on the payment gateway (shared by every worker).
+    gateway_breaker_failures: int = Field(default=5, ge=1,
+                                          description="consecutive failures that open it")
+    gateway_breaker_open_s: float = Field(default=10.0, gt=0,
+                                          description="how long it refuses calls when open")
     carrier_latency_ms: float = Field(default=2.0, ge=0)
     carrier_transient_error_rate: Rate = 0.0
     carrier_failure_rate: Rate = 0.0
     carrier_timeout_ms: float = Field(default=2000.0, gt=0)
+    # Fault injection: this share of inventory updates fails transiently before
+    # touching stock, so tests and chaos runs exercise in-place FIFO retries.
+    inventory_transient_error_rate: Rate = 0.0
     simulation_seed: int | None = Field(default=None, description="Fixes the simulators' dice.")
 
     @field_validator("queue_prefix")

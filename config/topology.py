@@ -102,6 +102,7 @@ TASK_QUEUE: dict[str, str] = {
     "tasks.inventory.reserve_inventory": "orders",
     "tasks.inventory.release_inventory": "orders",
     "tasks.inventory.apply_line": "inventory.fifo",
+    "tasks.inventory.restock": "inventory.fifo",
     "tasks.payment.authorize_payment": "payments",
     "tasks.payment.reverse_payment": "payments",
     "tasks.shipping.ship_order": "shipping",

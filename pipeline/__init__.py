@@ -16,17 +16,18 @@ __all__ = [
     "OrderStatus",
     "get_order",
     "parse_order",
+    "restock",
     "submit_order",
 ]
 
 if TYPE_CHECKING:
-    from pipeline.api import get_order, submit_order
+    from pipeline.api import get_order, restock, submit_order
     from pipeline.domain import Order, OrderStatus, parse_order
 
 
 def __getattr__(name: str) -> Any:
     # Lazy, so `import pipeline` reads no settings and builds no client.
-    if name in ("submit_order", "get_order"):
+    if name in ("submit_order", "get_order", "restock"):
         from pipeline import api
 
         return getattr(api, name)

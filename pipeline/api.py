@@ -1,4 +1,4 @@
-"""Enqueue workflows from Python: submit_order and get_order."""
+"""Enqueue workflows from Python: submit_order, get_order and restock."""
 
 from __future__ import annotations
 
@@ -38,6 +38,29 @@ def submit_order(order: Order | dict[str, Any]) -> str:
             f"{endpoint}: {type(error).__name__}: {error}. Submit it again once SQS answers."
         ) from error
     return parsed.order_id
+
+
+def restock(sku: str, quantity: int, *, restock_id: str | None = None) -> str:
+    """Add delivered stock through inventory.fifo, behind every earlier update of
+    the product; returns the restock id. Repeating a restock id is a no-op."""
+    import uuid
+
+    from pipeline import workflow
+    from pipeline.services.inventory import StockOp, StockUpdate
+
+    if quantity < 1:
+        raise ValueError(f"restock of {sku}: quantity must be >= 1, got {quantity}")
+    store = get_runtime().store
+    if sku not in store.catalog([sku]):
+        raise ValueError(f"restock of {sku}: not in the catalog (add it with `pipeline stock set`)")
+    restock_id = restock_id or f"restock-{uuid.uuid4().hex[:12]}"
+    try:
+        workflow.publish_stock_updates(
+            store, [StockUpdate(restock_id, sku, quantity, StockOp.RESTOCK)])
+    except Exception as error:
+        raise BrokerUnavailable(f"restock {restock_id} of {sku} could not be published: "
+                                f"{type(error).__name__}: {error}") from error
+    return restock_id
 
 
 def get_order(order_id: str) -> dict[str, Any]:

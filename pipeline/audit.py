@@ -63,7 +63,8 @@ def audit(store: Store, *, require_terminal: bool = True) -> AuditReport:
                    func.sum(t.stock_movements.c.delta_reserved).label("r"),
                    func.sum(t.stock_movements.c.delta_shipped).label("s"),
                    func.sum(t.stock_movements.c.delta_available)
-                   .filter(t.stock_movements.c.kind == "adjust").label("initial"))
+                   .filter(t.stock_movements.c.kind.in_(("adjust", "restock")))
+                   .label("supplied"))
             .group_by(t.stock_movements.c.sku))}
         levels = conn.execute(select(t.stock)).mappings().all()
         held_by_finished = conn.execute(
@@ -86,16 +87,17 @@ def audit(store: Store, *, require_terminal: bool = True) -> AuditReport:
     stock = []
     for level in levels:
         m = moved.get(level["sku"])
-        initial = int(m.initial or 0) if m else 0
-        row = {"productId": level["sku"], "initial": initial, "available": level["available"],
+        supplied = int(m.supplied or 0) if m else 0
+        row = {"productId": level["sku"], "supplied": supplied, "available": level["available"],
                "reserved": level["reserved"], "shipped": level["shipped"]}
         stock.append(row)
         if min(level["available"], level["reserved"], level["shipped"]) < 0:
             violations.append(f"{level['sku']}: negative stock {row}")
-        if initial != level["available"] + level["reserved"] + level["shipped"]:
+        if supplied != level["available"] + level["reserved"] + level["shipped"]:
             violations.append(f"{level['sku']}: stock not conserved {row}")
         if m and (int(m.a) != level["available"] or int(m.r) != level["reserved"]
                   or int(m.s) != level["shipped"]):
             violations.append(f"{level['sku']}: movements do not add up to the stock row")
+    violations.extend(store.ordering_violations())
     return AuditReport({str(k): int(v) for k, v in by_status.items()}, not_terminal,
                        max_captures, max_charges, max_notes, stock, violations)

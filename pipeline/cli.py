@@ -13,6 +13,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.cli_dlq import dlq
 from pipeline.errors import PipelineError
 
 console = Console()
@@ -39,6 +40,9 @@ class _Group(click.Group):
 @click.group(cls=_Group)
 def main() -> None:
     """Order pipeline on Celery + Amazon SQS."""
+
+
+main.add_command(dlq)
 
 
 # ------------------------------------------------------------------ infra
@@ -242,6 +246,23 @@ def audit(as_json: bool) -> None:
         raise SystemExit(1)
 
 
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def breakers(as_json: bool) -> None:
+    """Circuit breakers (the payment gateway's): state, failures in a row, since when."""
+    from pipeline.runtime import get_runtime
+
+    rows = get_runtime().store.breakers() or [
+        {"name": "gateway", "state": "CLOSED", "failures": 0, "changed_at": None}]
+    if as_json:
+        _dump(rows)
+        return
+    table = Table("breaker", "state", "failures in a row", "since")
+    for r in rows:
+        table.add_row(r["name"], r["state"], str(r["failures"]), str(r["changed_at"] or ""))
+    console.print(table)
+
+
 # ------------------------------------------------------------------ stock
 @main.group()
 def stock() -> None:
@@ -277,6 +298,36 @@ def stock_show(as_json: bool) -> None:
         table.add_row(r["sku"], str(r["price"]), str(r["available"]), str(r["reserved"]),
                       str(r["shipped"]))
     console.print(table)
+
+
+@stock.command("restock")
+@click.argument("sku")
+@click.argument("quantity", type=click.IntRange(min=1))
+@click.option("--id", "restock_id", default=None, help="Idempotency: a repeated id is a no-op.")
+def stock_restock(sku: str, quantity: int, restock_id: str | None) -> None:
+    """Add delivered stock, applied in SKU's FIFO order behind earlier updates."""
+    from pipeline.api import restock
+
+    try:
+        click.echo(restock(sku, quantity, restock_id=restock_id))
+    except ValueError as error:
+        _fail(str(error))
+
+
+@stock.command("inflight")
+@click.option("--json", "as_json", is_flag=True)
+def stock_inflight(as_json: bool) -> None:
+    """Per product: FIFO updates published and not yet applied, and the oldest's age."""
+    from pipeline.runtime import get_runtime
+
+    rows = get_runtime().store.in_flight()
+    if as_json:
+        _dump(rows)
+        return
+    table = Table("product", "in flight", "oldest age (s)")
+    for r in rows:
+        table.add_row(r["productId"], str(r["inFlight"]), f"{r['oldestAgeSeconds']:.1f}")
+    console.print(table if rows else "nothing in flight")
 
 
 @stock.command("history")

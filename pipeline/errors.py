@@ -9,7 +9,9 @@ from __future__ import annotations
 
 __all__ = [
     "BrokerUnavailable",
+    "CircuitOpen",
     "ConfigurationError",
+    "FifoGroupMissing",
     "GatewayUnavailable",
     "InvalidOrder",
     "OrderConflict",
@@ -19,6 +21,7 @@ __all__ = [
     "ProvisioningError",
     "RetryableError",
     "ShipmentRefused",
+    "StoreUnavailable",
 ]
 
 
@@ -51,6 +54,22 @@ class BrokerUnavailable(RetryableError):
 
 class GatewayUnavailable(RetryableError):
     """The payment gateway or carrier did not answer in time."""
+
+
+class StoreUnavailable(RetryableError):
+    """The order store did not answer (locked, connection lost, or an injected fault)."""
+
+
+class FifoGroupMissing(PermanentError):
+    """A message for a FIFO queue was published without a real MessageGroupId."""
+
+
+class CircuitOpen(RetryableError):
+    """The circuit breaker refuses calls to a failing system for a while."""
+
+    def __init__(self, system: str, retry_after_s: float) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(f"{system} circuit open: calls refused for {retry_after_s:.1f}s more")
 
 
 class ShipmentRefused(PermanentError):

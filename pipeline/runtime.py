@@ -16,8 +16,11 @@ import boto3
 from botocore.config import Config
 
 from config.settings import Settings, load_settings
+from pipeline.services.breaker import Breaker, GuardedGateway
+from pipeline.services.breaker_state import BreakerConfig
 from pipeline.services.simulators import Faults, SimulatedCarrier, SimulatedGateway
 from pipeline.services.validation import Rules
+from pipeline.sqs.heartbeat import VisibilityKeeper
 from pipeline.store import Store, create_db_engine
 
 
@@ -34,11 +37,14 @@ class Runtime:
         return random.Random(self.settings.simulation_seed)
 
     @cached_property
-    def gateway(self) -> SimulatedGateway:
+    def gateway(self) -> GuardedGateway:
         s = self.settings
-        return SimulatedGateway(self.store.engine, Faults(
+        simulated = SimulatedGateway(self.store.engine, Faults(
             s.gateway_latency_ms, s.gateway_transient_error_rate, s.gateway_decline_rate,
             s.gateway_timeout_ms), self.rng)
+        breaker = Breaker(self.store, "gateway", BreakerConfig(
+            s.gateway_breaker_failures, s.gateway_breaker_open_s))
+        return GuardedGateway(simulated, breaker)
 
     @cached_property
     def carrier(self) -> SimulatedCarrier:
@@ -63,6 +69,10 @@ class Runtime:
     @cached_property
     def sqs(self) -> Any:
         return self.aws_client("sqs")
+
+    @cached_property
+    def visibility(self) -> VisibilityKeeper:
+        return VisibilityKeeper(lambda: self.aws_client("sqs"))
 
     def close(self) -> None:
         if "store" in self.__dict__:

@@ -34,6 +34,21 @@ def wait_until(condition: Callable[[], T], *, timeout: float, interval: float = 
         time.sleep(interval)
 
 
+def restore_environment(saved: dict[str, str | None]) -> None:
+    """Put back environment variables saved before a test or benchmark changed them,
+    and forget the settings and clients built from the changed ones."""
+    from config.settings import load_settings
+    from pipeline.runtime import reset_runtime
+
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    load_settings.cache_clear()
+    reset_runtime()
+
+
 @contextmanager
 def worker_lanes(env: dict[str, str], log_dir: Path,
                  lanes: tuple[str, ...] = WORKER_LANES) -> Iterator[ProcessGroup]:

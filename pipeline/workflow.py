@@ -23,13 +23,15 @@ from celery import Signature, chain
 
 from config.topology import lane_for
 from pipeline.app import app
-from pipeline.services.inventory import LineMessage
+from pipeline.services.inventory import StockOp, StockUpdate
+from pipeline.store import Store
 
 VALIDATE = "tasks.validation.validate_order"
 AUTHORIZE = "tasks.payment.authorize_payment"
 REVERSE_PAYMENT = "tasks.payment.reverse_payment"
 RESERVE = "tasks.inventory.reserve_inventory"
 APPLY_LINE = "tasks.inventory.apply_line"
+RESTOCK = "tasks.inventory.restock"
 RELEASE = "tasks.inventory.release_inventory"
 SHIP = "tasks.shipping.ship_order"
 NOTIFY = "tasks.notification.notify_customer"
@@ -78,14 +80,24 @@ def after_release(order_id: str, *, vip: bool) -> None:
     _chain((REVERSE_PAYMENT, NOTIFY), order_id, vip=vip).apply_async()
 
 
-def publish_lines(messages: Iterable[LineMessage]) -> None:
-    """One FIFO message per line: the product's group keeps its stock in order."""
-    for message in messages:
-        if not message.group_id:
-            raise ValueError(f"FIFO message for order {message.order_id} has no product id")
-        app.signature(APPLY_LINE, args=(message.order_id, message.sku, message.quantity,
-                                        message.op.value)).apply_async(
-            queue=lane_for(APPLY_LINE, vip=False),
-            MessageGroupId=message.group_id,
-            MessageDeduplicationId=message.deduplication_id,
+def publish_stock_updates(store: Store, updates: Iterable[StockUpdate]) -> None:
+    """One FIFO message per update: the product's group keeps its stock in order.
+
+    Each is noted in the store first (so it counts as in flight until
+    applied); a repeat publishes the same deduplication ids, which SQS drops.
+    """
+    updates = list(updates)
+    if not updates:
+        return
+    store.record_published(u.published() for u in updates)
+    for u in updates:
+        args: tuple[str | int, ...]
+        if u.op is StockOp.RESTOCK:
+            task, args = RESTOCK, (u.ref, u.sku, u.quantity)
+        else:
+            task, args = APPLY_LINE, (u.ref, u.sku, u.quantity, u.op.value)
+        app.signature(task, args=args).apply_async(
+            queue=lane_for(task, vip=False),
+            MessageGroupId=u.group_id,
+            MessageDeduplicationId=u.deduplication_id,
         )

@@ -17,23 +17,35 @@ Retry policy, declared once here and tuned per task class:
 
 from __future__ import annotations
 
-import json
+import inspect
 import logging
+import math
 import random
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from celery import Task
 from celery.exceptions import Reject
+from sqlalchemy.exc import OperationalError
 
 from config.topology import queue_by_name
 from pipeline.domain import OrderStatus, can_transition
-from pipeline.errors import RetryableError
+from pipeline.errors import (
+    CircuitOpen,
+    OrderNotFound,
+    PermanentError,
+    RetryableError,
+    StoreUnavailable,
+)
 from pipeline.runtime import Runtime, get_runtime
 from pipeline.services.outcome import StepResult
 
 log = logging.getLogger("pipeline.tasks")
+MAX_SQS_DELAY_S = 900
+T = TypeVar("T")
 
 
 def backoff_seconds(attempt: int, *, base: float, cap: float, rng: random.Random) -> int:
@@ -42,14 +54,63 @@ def backoff_seconds(attempt: int, *, base: float, cap: float, rng: random.Random
     return max(1, round(rng.uniform(0, ceiling)))
 
 
+class Deferred(Exception):
+    """The step's message was put back with a delay; this delivery is done."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Declared once per task class (`retry = RetryPolicy(...)`).
+
+    `on`: the errors worth another attempt. `max_attempts`: None means one
+    below the queue's maxReceiveCount, so the step gives up (compensation plus
+    an explicit dead letter with reasons) just before SQS's redrive would move
+    the message without any. Backoff: exponential from `base_s`, full jitter,
+    capped at `cap_s`. The cap stays far below SQS's limits (visibility up to
+    12 h); a wait longer than that belongs in a scheduled job, not a retry.
+    """
+
+    on: tuple[type[Exception], ...] = (RetryableError,)
+    max_attempts: int | None = None
+    base_s: float = 1.0
+    cap_s: float = 30.0
+
+
 class OrderStep(Task):
     """A workflow step on an order."""
 
     abstract = True
     acks_late = True
     typing = True
-    retry_base_s: float = 1.0
-    retry_cap_s: float = 30.0
+    retry = RetryPolicy()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # A message with the wrong arguments fails the same way every time:
+        # dead-letter it with the reason now rather than let it crash
+        # maxReceiveCount times (Celery checks arguments only when sending).
+        signature = self.__dict__.get("_run_signature")
+        if signature is None:
+            signature = self.__dict__["_run_signature"] = inspect.signature(self.run)
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as error:
+            if not self.request.called_directly:
+                self._quarantine_call(args, error)
+                return None
+            raise
+        return super().__call__(*args, **kwargs)
+
+    def _quarantine_call(self, args: tuple[Any, ...], error: TypeError) -> None:
+        from pipeline.quarantine import garbage_reason, send_to_dlq
+
+        sqs = self._sqs()
+        queue = self.queue_name
+        if not queue or not sqs["message"]:
+            raise error
+        reason = garbage_reason("WrongArguments", error)
+        reason |= {"task": self.name, "order_id": str(args[0]) if args else "-"}
+        send_to_dlq(get_runtime(), queue, sqs["message"].get("Body") or "", reason,
+                    dead_id=f"{self.request.id}:dead")
 
     # --- what SQS told us about this delivery -------------------------------
     def _sqs(self) -> dict[str, Any]:
@@ -70,6 +131,8 @@ class OrderStep(Task):
         return str(routing_key)
 
     def max_attempts(self) -> int:
+        if self.retry.max_attempts is not None:
+            return self.retry.max_attempts
         try:
             return queue_by_name(self.queue_name).max_receive_count - 1 or 1
         except KeyError:
@@ -82,22 +145,91 @@ class OrderStep(Task):
         attempt = self.attempt
         step_id = rt.store.begin_step(order_id, step, attempt, self.request.hostname or "")
         try:
-            result = body(rt)
+            result = self.attempt_or_retry(
+                rt, body, on_retry=lambda note: rt.store.finish_step(step_id, "retry", note))
         except RetryableError as error:
-            if attempt < self.max_attempts():
-                delay = backoff_seconds(attempt, base=self.retry_base_s, cap=self.retry_cap_s,
-                                        rng=rt.rng)
-                rt.store.finish_step(step_id, "retry", f"{error} (next attempt in {delay}s)")
-                self._retry_in_place(rt, delay, error)
             rt.store.finish_step(step_id, "failed", f"gave up after {attempt} attempts: {error}")
             self.give_up(rt, order_id, step, error)
             return StepResult.stop(OrderStatus.FAILED, (str(error),))
+        except Deferred as deferral:
+            rt.store.finish_step(step_id, "deferred", str(deferral))
+            self.stop_chain()  # the chain travels on in the deferred copy
+            return StepResult.stop(None, repeated=True, detail=str(deferral))
+        except PermanentError as error:  # another attempt would fail the same way
+            rt.store.finish_step(step_id, "failed", f"{type(error).__name__}: {error}")
+            self.give_up(rt, order_id, step, error)
+            return StepResult.stop(OrderStatus.FAILED, (str(error),))
+        except Reject:  # retrying in place: the step row already says so
+            raise
         except Exception as error:
             rt.store.finish_step(step_id, "error", f"{type(error).__name__}: {error}")
             raise
         outcome = "repeated" if result.repeated else ("ok" if result.proceed else "stopped")
         rt.store.finish_step(step_id, outcome, result.detail)
         return result
+
+    def attempt_or_retry(self, rt: Runtime, body: Callable[[Runtime], T], *,
+                         on_retry: Callable[[str], None] = lambda note: None) -> T:
+        """Run `body`; on a retryable error with attempts left, retry in place.
+
+        Raises the RetryableError when no attempt is left (the caller gives up).
+        """
+        attempt = self.attempt
+        retryable: Exception
+        try:
+            with self._kept_invisible(rt):
+                return body(rt)
+        except CircuitOpen as error:
+            if self._defer(rt, error):
+                raise Deferred(str(error)) from error
+            retryable = error
+        except OperationalError as error:  # the store is locked or unreachable
+            retryable = StoreUnavailable(f"order store: {str(error).splitlines()[0]}")
+        except self.retry.on as error:
+            retryable = error
+        if attempt < self.max_attempts():
+            delay = backoff_seconds(attempt, base=self.retry.base_s, cap=self.retry.cap_s,
+                                    rng=rt.rng)
+            if isinstance(retryable, CircuitOpen):
+                delay = max(delay, math.ceil(retryable.retry_after_s))
+            on_retry(f"{retryable} (next attempt in {delay}s)")
+            self._retry_in_place(rt, delay, retryable)
+        raise retryable
+
+    def _defer(self, rt: Runtime, error: CircuitOpen) -> bool:
+        """Put the message back with SQS's own delay, as a fresh message.
+
+        A refusal by an open breaker is not a failure of this order, so it
+        must not use up an attempt (ApproximateReceiveCount): the body goes
+        back unchanged (same task id, same chain) with DelaySeconds, and this
+        delivery is acked. A crash between the two leaves two copies, which
+        the step's idempotency absorbs. FIFO queues take no per-message
+        delay: there the caller retries in place instead (False).
+        """
+        sqs = self._sqs()
+        body = sqs["message"].get("Body")
+        try:
+            spec = queue_by_name(self.queue_name)
+        except KeyError:
+            return False
+        if body is None or spec.is_fifo or not sqs["queue_url"]:
+            return False
+        delay = min(MAX_SQS_DELAY_S, math.ceil(error.retry_after_s + rt.rng.uniform(0, 2)))
+        rt.sqs.send_message(QueueUrl=sqs["queue_url"], MessageBody=body, DelaySeconds=delay)
+        log.warning("%s[%s]: %s; deferred %ss without using an attempt", self.name,
+                    self.request.id, error, delay)
+        return True
+
+    def _kept_invisible(self, rt: Runtime) -> AbstractContextManager[None]:
+        sqs = self._sqs()
+        receipt = sqs["message"].get("ReceiptHandle")
+        try:
+            visibility = queue_by_name(self.queue_name).visibility_timeout
+        except KeyError:
+            return nullcontext()
+        if not receipt or not sqs["queue_url"]:
+            return nullcontext()
+        return rt.visibility.keep(sqs["queue_url"], receipt, visibility)
 
     def _retry_in_place(self, rt: Runtime, delay: int, error: Exception) -> None:
         sqs = self._sqs()
@@ -113,8 +245,13 @@ class OrderStep(Task):
         """Retries exhausted: compensate the order and dead-letter the message."""
         from pipeline import workflow
 
-        reason = f"{step} failed after {self.attempt} attempts: {error}"
-        status = rt.store.status(order_id)
+        reason = (f"{step} failed after {self.attempt} attempts: {error}"
+                  if not isinstance(error, PermanentError) else f"{step} failed: {error}")
+        try:
+            status = rt.store.status(order_id)
+        except OrderNotFound:  # nothing to compensate; the message still goes to the DLQ
+            self.dead_letter(rt, order_id, step, error)
+            return
         # A shipped order is not undone because its notification failed: the
         # message goes to the DLQ and the order waits there for a redrive.
         if can_transition(status, OrderStatus.COMPENSATING):
@@ -126,31 +263,20 @@ class OrderStep(Task):
         self.dead_letter(rt, order_id, step, error)
 
     def dead_letter(self, rt: Runtime, order_id: str, step: str, error: Exception) -> None:
-        sqs = self._sqs()
-        body = sqs["message"].get("Body")
+        from pipeline.quarantine import send_to_dlq
+
+        body = self._sqs()["message"].get("Body")
         if body is None or not self.queue_name:
             return
-        spec = queue_by_name(self.queue_name)
-        prefix = rt.settings.queue_prefix
-        dlq_url = rt.sqs.get_queue_url(QueueName=prefix + spec.dlq_name)["QueueUrl"]
-        stamp = datetime.now(UTC).isoformat()
-        attributes = {
+        stamp = datetime.now(UTC)
+        first = rt.store.first_failure(order_id, step) or stamp
+        send_to_dlq(rt, self.queue_name, body, {
             "task": self.name, "order_id": order_id, "step": step,
-            "exception_type": type(error).__name__, "exception": str(error)[:1000],
-            "attempts": str(self.attempt), "source_queue": spec.name,
-            "first_failure": stamp, "last_failure": stamp,
-        }
-        message: dict[str, Any] = {
-            "QueueUrl": dlq_url, "MessageBody": body,
-            "MessageAttributes": {k: {"DataType": "String", "StringValue": v or "-"}
-                                  for k, v in attributes.items()},
-        }
-        if spec.is_fifo:
-            message["MessageGroupId"] = self.sqs_attribute("MessageGroupId") or order_id
-            message["MessageDeduplicationId"] = f"{self.request.id}:dead"
-        rt.sqs.send_message(**message)
-        log.error("dead-lettered %s for order %s: %s", self.name, order_id,
-                  json.dumps(attributes))
+            "exception_type": type(error).__name__, "exception": str(error),
+            "attempts": str(self.attempt),
+            "first_failure": first.isoformat(), "last_failure": stamp.isoformat(),
+            "group": self.sqs_attribute("MessageGroupId") or "",
+        }, dead_id=f"{self.request.id}:dead")
 
     @staticmethod
     def is_vip(rt: Runtime, order_id: str) -> bool:

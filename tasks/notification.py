@@ -4,12 +4,11 @@ from pipeline.app import app
 from pipeline.runtime import get_runtime
 from pipeline.services import notification
 from pipeline.services.inventory import claim
-from tasks.base import OrderStep
+from tasks.base import OrderStep, RetryPolicy
 
 
 class NotificationStep(OrderStep):
-    retry_base_s = 1.0
-    retry_cap_s = 10.0
+    retry = RetryPolicy(base_s=1.0, cap_s=10.0)
 
 
 @app.task(base=NotificationStep, bind=True, name="tasks.notification.notify_customer")

@@ -2,14 +2,13 @@ from __future__ import annotations
 
 from pipeline.app import app
 from pipeline.services import payment
-from tasks.base import OrderStep
+from tasks.base import OrderStep, RetryPolicy
 from tasks.flow import follow
 
 
 class PaymentStep(OrderStep):
     # The gateway is the slowest dependency: back off longer between attempts.
-    retry_base_s = 2.0
-    retry_cap_s = 60.0
+    retry = RetryPolicy(base_s=2.0, cap_s=60.0)
 
 
 @app.task(base=PaymentStep, bind=True, name="tasks.payment.authorize_payment")

@@ -15,15 +15,21 @@ import pytest
 
 from config.settings import load_settings
 from config.topology import QUEUES
+from pipeline.procfile import ProcessGroup
 from pipeline.runtime import Runtime, get_runtime, reset_runtime
 from pipeline.sqs.emulator import Emulator, start_emulator
 from pipeline.sqs.provision import provision
 from pipeline.store import create_schema
-from pipeline.testing import postgres_database, postgres_reachable, worker_lanes
+from pipeline.testing import (
+    postgres_database,
+    postgres_reachable,
+    restore_environment,
+    worker_lanes,
+)
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "PIPELINE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 
 def _apply_env(env: dict[str, str]) -> None:
@@ -44,16 +50,13 @@ def emulator() -> Iterator[Emulator]:
 def base_env(emulator: Emulator) -> Iterator[dict[str, str]]:
     prefix = f"t{uuid.uuid4().hex[:6]}-"
     env = {"PIPELINE_SQS_ENDPOINT_URL": emulator.endpoint, "PIPELINE_QUEUE_PREFIX": prefix,
-           "PIPELINE_WAIT_TIME_SECONDS": "2", "PIPELINE_SIMULATION_SEED": "7"}
+           "PIPELINE_WAIT_TIME_SECONDS": "2", "PIPELINE_SIMULATION_SEED": "7",
+           # Every inventory update may fail transiently: the whole suite
+           # runs with FIFO retries in place happening.
+           "PIPELINE_INVENTORY_TRANSIENT_ERROR_RATE": "0.05"}
     saved = {k: os.environ.get(k) for k in [*env, "PIPELINE_DATABASE_URL"]}
     yield env
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    load_settings.cache_clear()
-    reset_runtime()
+    restore_environment(saved)
 
 
 @dataclass
@@ -63,6 +66,7 @@ class Pipeline:
     backend: str
     env: dict[str, str]
     log_dir: Path
+    lanes: ProcessGroup
 
     @property
     def rt(self) -> Runtime:
@@ -91,11 +95,11 @@ def pipeline(request: pytest.FixtureRequest, base_env: dict[str, str],
         stack.callback(reset_runtime)
         stack.callback(_purge_all, rt)
         log_dir = ARTIFACTS / f"logs-{backend}"
-        stack.enter_context(worker_lanes(env, log_dir))
+        lanes = stack.enter_context(worker_lanes(env, log_dir))
         from pipeline.demo import wait_for_lanes
 
         wait_for_lanes(timeout=120)
-        yield Pipeline(backend, env, log_dir)
+        yield Pipeline(backend, env, log_dir, lanes)
 
 
 def _purge_all(rt: Runtime) -> None:

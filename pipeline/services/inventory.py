@@ -19,22 +19,26 @@ from pipeline.domain import OrderStatus, reached
 from pipeline.services.outcome import StepResult
 from pipeline.store import Store
 from pipeline.store import schema as t
-from pipeline.store.repository import now
+from pipeline.store.stock import PublishedUpdate, now
 
 
-class LineOp(StrEnum):
-    RESERVE = "reserve"
-    RELEASE = "release"
+class StockOp(StrEnum):
+    RESERVE = "reserve"  # an order line takes stock
+    RELEASE = "release"  # compensation gives it back
+    RESTOCK = "restock"  # a delivery adds stock
 
 
 @dataclass(frozen=True)
-class LineMessage:
-    """One message for inventory.fifo: group = sku, dedup = order+sku+op."""
+class StockUpdate:
+    """One message for inventory.fifo: group = sku, dedup = ref + sku + op.
 
-    order_id: str
+    `ref` is the order id for reserve/release and the restock id for restock.
+    """
+
+    ref: str
     sku: str
     quantity: int
-    op: LineOp
+    op: StockOp
 
     @property
     def group_id(self) -> str:
@@ -42,7 +46,11 @@ class LineMessage:
 
     @property
     def deduplication_id(self) -> str:
-        return f"{self.order_id}:{self.sku}:{self.op.value}"
+        return f"{self.ref}:{self.sku}:{self.op.value}"
+
+    def published(self) -> PublishedUpdate:
+        return PublishedUpdate(self.deduplication_id, self.sku, self.op.value, self.ref,
+                               self.quantity)
 
 
 class FanIn(StrEnum):
@@ -51,7 +59,7 @@ class FanIn(StrEnum):
     DONE_BEFORE = "done_before"  # someone completed it already
 
 
-def reservation_messages(store: Store, order_id: str) -> tuple[StepResult, list[LineMessage]]:
+def reservation_messages(store: Store, order_id: str) -> tuple[StepResult, list[StockUpdate]]:
     """Fan out: move to RESERVING and return one reserve message per line.
 
     On a redelivery while still RESERVING, the same messages are returned
@@ -65,24 +73,27 @@ def reservation_messages(store: Store, order_id: str) -> tuple[StepResult, list[
         if reached(status, OrderStatus.RESERVED):
             return StepResult.go("already reserved", repeated=True), []
         return StepResult.stop(None, repeated=True, detail=f"order is {status}"), []
-    messages = [LineMessage(order_id, line["sku"], line["quantity"], LineOp.RESERVE)
+    messages = [StockUpdate(order_id, line["sku"], line["quantity"], StockOp.RESERVE)
                 for line in store.lines(order_id)]
     return StepResult.go(f"{len(messages)} line(s) sent for reservation"), messages
 
 
-def release_messages(store: Store, order_id: str) -> list[LineMessage]:
+def release_messages(store: Store, order_id: str) -> list[StockUpdate]:
     """Compensation fan-out: one release per line (a no-op for lines not held)."""
-    return [LineMessage(order_id, line["sku"], line["quantity"], LineOp.RELEASE)
+    return [StockUpdate(order_id, line["sku"], line["quantity"], StockOp.RELEASE)
             for line in store.lines(order_id)]
 
 
-def apply_line(store: Store, message: LineMessage, *, sequence: str | None,
-               hold_s: int) -> str:
-    """Apply one reserve/release to stock; idempotent. Returns the line's state."""
-    if message.op is LineOp.RESERVE:
-        return store.reserve_line(message.order_id, message.sku, message.quantity,
+def apply_update(store: Store, update: StockUpdate, *, sequence: str | None,
+                 hold_s: int) -> str:
+    """Apply one update to stock; idempotent. Returns the resulting state."""
+    if update.op is StockOp.RESERVE:
+        return store.reserve_line(update.ref, update.sku, update.quantity,
                                   sequence=sequence, hold_s=hold_s)
-    return store.release_line(message.order_id, message.sku, sequence=sequence)
+    if update.op is StockOp.RELEASE:
+        return store.release_line(update.ref, update.sku, sequence=sequence)
+    applied = store.restock(update.ref, update.sku, update.quantity, sequence=sequence)
+    return "RESTOCKED" if applied else "RESTOCKED before"
 
 
 def reservation_fan_in(store: Store, order_id: str) -> FanIn:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from decimal import Decimal
 
 from pipeline.domain import OrderStatus, reached
+from pipeline.services.breaker import GuardedGateway
 from pipeline.services.outcome import StepResult
-from pipeline.services.simulators import SimulatedGateway
 from pipeline.store import Store
 
 
-def authorize(store: Store, gateway: SimulatedGateway, order_id: str) -> StepResult:
+def authorize(store: Store, gateway: GuardedGateway, order_id: str) -> StepResult:
     record = store.order(order_id)
     status = OrderStatus(record["status"])
     if status is not OrderStatus.VALIDATED:
@@ -40,7 +40,7 @@ def authorize(store: Store, gateway: SimulatedGateway, order_id: str) -> StepRes
     return StepResult.stop(OrderStatus.PAYMENT_DECLINED, (reason,))
 
 
-def capture(store: Store, gateway: SimulatedGateway, order_id: str) -> str:
+def capture(store: Store, gateway: GuardedGateway, order_id: str) -> str:
     """Capture the authorized amount once; returns the capture reference."""
     entries = {e["kind"]: e for e in store.payment_entries(order_id)}
     if "capture" in entries:
@@ -56,7 +56,7 @@ def capture(store: Store, gateway: SimulatedGateway, order_id: str) -> str:
     return str(result["reference"])
 
 
-def reverse(store: Store, gateway: SimulatedGateway, order_id: str) -> StepResult:
+def reverse(store: Store, gateway: GuardedGateway, order_id: str) -> StepResult:
     """Compensation: refund a capture, or void an authorization; once."""
     entries = {e["kind"]: e for e in store.payment_entries(order_id)}
     if "refund" in entries or "void" in entries:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from pipeline.domain import OrderStatus, reached
 from pipeline.services import payment
+from pipeline.services.breaker import GuardedGateway
 from pipeline.services.outcome import StepResult
-from pipeline.services.simulators import SimulatedCarrier, SimulatedGateway
+from pipeline.services.simulators import SimulatedCarrier
 from pipeline.store import Store
 
 
-def ship(store: Store, gateway: SimulatedGateway, carrier: SimulatedCarrier,
+def ship(store: Store, gateway: GuardedGateway, carrier: SimulatedCarrier,
          order_id: str) -> StepResult:
     record = store.order(order_id)
     status = OrderStatus(record["status"])

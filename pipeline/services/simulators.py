@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 
 from pipeline.errors import GatewayUnavailable
 from pipeline.store import schema as t
-from pipeline.store.repository import now
+from pipeline.store.stock import now
 
 DECLINED_TOKEN = "tok_decline"
 UNDELIVERABLE_POSTCODE = "00000"

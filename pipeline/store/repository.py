@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -18,11 +18,9 @@ from sqlalchemy.exc import IntegrityError
 
 from pipeline.domain import Order, OrderStatus, can_transition
 from pipeline.errors import OrderConflict, OrderNotFound
+from pipeline.services.breaker_state import BreakerRow, BreakerState
 from pipeline.store import schema as t
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
+from pipeline.store.stock import StockLedger, now
 
 
 def _insert_once(conn: Connection, table: Any, values: dict[str, Any]) -> bool:
@@ -35,7 +33,7 @@ def _insert_once(conn: Connection, table: Any, values: dict[str, Any]) -> bool:
         return False
 
 
-class Store:
+class Store(StockLedger):
     """Orders, their timeline and ledgers, catalog and stock."""
 
     def __init__(self, engine: Engine) -> None:
@@ -168,147 +166,51 @@ class Store:
                 t.steps.c.outcome.in_(["ok", "repeated"])).limit(1)).first()
         return found is not None
 
+    def first_failure(self, order_id: str, step: str) -> datetime | None:
+        """When this step of the order first failed (retry, failure or error)."""
+        with self.engine.connect() as conn:
+            stamp = conn.execute(select(func.min(t.steps.c.started_at)).where(
+                t.steps.c.order_id == order_id, t.steps.c.step == step,
+                t.steps.c.outcome.in_(("retry", "failed", "error")))).scalar_one_or_none()
+        if stamp is not None and stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=UTC)
+        return stamp
+
+    # ------------------------------------------------------------ breakers
+    def breaker_row(self, name: str) -> BreakerRow:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.circuit_breakers).where(
+                t.circuit_breakers.c.name == name)).mappings().first()
+        if row is None:
+            return BreakerRow()
+        changed = row["changed_at"]
+        if changed is not None and changed.tzinfo is None:
+            changed = changed.replace(tzinfo=UTC)
+        return BreakerRow(BreakerState(row["state"]), row["failures"], changed)
+
+    def breaker_swap(self, name: str, expected: BreakerRow, new: BreakerRow) -> bool:
+        """Compare-and-set a breaker's row; False if it changed meanwhile."""
+        values = {"state": new.state.value, "failures": new.failures,
+                  "changed_at": new.changed_at}
+        with self.engine.begin() as conn:
+            if expected == BreakerRow() and _insert_once(conn, t.circuit_breakers,
+                                                         {"name": name, **values}):
+                return True
+            return bool(conn.execute(update(t.circuit_breakers).where(
+                t.circuit_breakers.c.name == name,
+                t.circuit_breakers.c.state == expected.state.value,
+                t.circuit_breakers.c.failures == expected.failures,
+            ).values(**values)).rowcount == 1)
+
+    def breakers(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(select(t.circuit_breakers)).mappings()]
+
     def timeline(self, order_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(t.steps).where(t.steps.c.order_id == order_id)
                                 .order_by(t.steps.c.id)).mappings().all()
         return [dict(r) for r in rows]
-
-    # --------------------------------------------------------- catalog/stock
-    def set_stock(self, sku: str, quantity: int, *, price: Decimal | None = None,
-                  name: str | None = None, currency: str = "USD") -> dict[str, int]:
-        """Set a product's available stock (adding the product when unknown)."""
-        if quantity < 0:
-            raise ValueError("stock quantity must be >= 0")
-        with self.engine.begin() as conn:
-            product = conn.execute(select(t.products).where(t.products.c.sku == sku)).first()
-            if product is None:
-                if price is None:
-                    raise ValueError(f"{sku} is not in the catalog yet: give it a --price")
-                conn.execute(insert(t.products).values(
-                    sku=sku, name=name or sku, price=price, currency=currency))
-                conn.execute(insert(t.stock).values(sku=sku, available=0, reserved=0, shipped=0))
-            elif price is not None:
-                conn.execute(update(t.products).where(t.products.c.sku == sku).values(price=price))
-            current = conn.execute(select(t.stock.c.available).where(t.stock.c.sku == sku)
-                                   ).scalar_one()
-            delta = quantity - current
-            if delta:
-                conn.execute(update(t.stock).where(t.stock.c.sku == sku)
-                             .values(available=t.stock.c.available + delta))
-                conn.execute(insert(t.stock_movements).values(
-                    sku=sku, kind="adjust", delta_available=delta, delta_reserved=0,
-                    delta_shipped=0, applied_at=now()))
-            row = conn.execute(select(t.stock).where(t.stock.c.sku == sku)).mappings().one()
-        return {k: row[k] for k in ("available", "reserved", "shipped")}
-
-    def catalog(self, skus: Iterable[str]) -> dict[str, dict[str, Any]]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(t.products).where(t.products.c.sku.in_(list(skus))))
-            return {r.sku: dict(r._mapping) for r in rows}
-
-    def stock_levels(self) -> list[dict[str, Any]]:
-        query = (select(t.products.c.sku, t.products.c.price, t.stock.c.available,
-                        t.stock.c.reserved, t.stock.c.shipped)
-                 .join(t.stock, t.stock.c.sku == t.products.c.sku).order_by(t.products.c.sku))
-        with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(query).mappings()]
-
-    def stock_history(self, sku: str) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(t.stock_movements).where(t.stock_movements.c.sku == sku)
-                                .order_by(t.stock_movements.c.id)).mappings().all()
-        return [dict(r) for r in rows]
-
-    # ------------------------------------------------------------ inventory
-    def reserve_line(self, order_id: str, sku: str, quantity: int, *,
-                     sequence: str | None, hold_s: int) -> str:
-        """Reserve one line; returns the line's state (RESERVED or REJECTED).
-
-        Idempotent: a line already decided keeps its decision. The stock
-        UPDATE carries its own `available >= quantity` guard, so stock can
-        never go negative whatever the delivery order.
-        """
-        stamp = now()
-        with self.engine.begin() as conn:
-            state = conn.execute(select(t.reservations.c.state).where(
-                t.reservations.c.order_id == order_id, t.reservations.c.sku == sku)
-            ).scalar_one_or_none()
-            if state is not None:
-                return str(state)
-            taken = conn.execute(
-                update(t.stock).where(t.stock.c.sku == sku, t.stock.c.available >= quantity)
-                .values(available=t.stock.c.available - quantity,
-                        reserved=t.stock.c.reserved + quantity)
-            ).rowcount == 1
-            state = "RESERVED" if taken else "REJECTED"
-            conn.execute(insert(t.reservations).values(
-                order_id=order_id, sku=sku, quantity=quantity, state=state,
-                reserve_sequence=sequence, updated_at=stamp,
-                expires_at=stamp + timedelta(seconds=hold_s) if taken else None))
-            if taken:
-                conn.execute(insert(t.stock_movements).values(
-                    sku=sku, kind="reserve", delta_available=-quantity, delta_reserved=quantity,
-                    delta_shipped=0, order_id=order_id, sqs_sequence=sequence, applied_at=stamp))
-        return state
-
-    def release_line(self, order_id: str, sku: str, *, sequence: str | None,
-                     kind: str = "release") -> str:
-        """Give a reserved line back to stock; idempotent. Returns the line's state."""
-        stamp = now()
-        with self.engine.begin() as conn:
-            row = conn.execute(select(t.reservations).where(
-                t.reservations.c.order_id == order_id, t.reservations.c.sku == sku)
-            ).mappings().first()
-            if row is None:
-                # Never reserved (a release overtook nothing): record the
-                # decision so a late reserve of this line is refused.
-                conn.execute(insert(t.reservations).values(
-                    order_id=order_id, sku=sku, quantity=0, state="RELEASED",
-                    release_sequence=sequence, updated_at=stamp))
-                return "RELEASED"
-            if row["state"] != "RESERVED":
-                return str(row["state"])
-            quantity = row["quantity"]
-            conn.execute(update(t.reservations).where(
-                t.reservations.c.order_id == order_id, t.reservations.c.sku == sku,
-                t.reservations.c.state == "RESERVED",
-            ).values(state="RELEASED", release_sequence=sequence, updated_at=stamp))
-            conn.execute(update(t.stock).where(t.stock.c.sku == sku).values(
-                available=t.stock.c.available + quantity, reserved=t.stock.c.reserved - quantity))
-            conn.execute(insert(t.stock_movements).values(
-                sku=sku, kind=kind, delta_available=quantity, delta_reserved=-quantity,
-                delta_shipped=0, order_id=order_id, sqs_sequence=sequence, applied_at=stamp))
-        return "RELEASED"
-
-    def line_states(self, order_id: str) -> dict[str, str]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(t.reservations.c.sku, t.reservations.c.state).where(
-                t.reservations.c.order_id == order_id)).all()
-        return {sku: state for sku, state in rows}
-
-    def reservations(self, order_id: str) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(t.reservations).where(
-                t.reservations.c.order_id == order_id).order_by(t.reservations.c.sku))
-            return [dict(r) for r in rows.mappings()]
-
-    def ship_lines(self, conn: Connection, order_id: str) -> None:
-        """Move every reserved line of an order to shipped (inside the caller's transaction)."""
-        rows = conn.execute(select(t.reservations).where(
-            t.reservations.c.order_id == order_id, t.reservations.c.state == "RESERVED")
-        ).mappings().all()
-        stamp = now()
-        for row in rows:
-            conn.execute(update(t.reservations).where(
-                t.reservations.c.order_id == order_id, t.reservations.c.sku == row["sku"],
-            ).values(state="SHIPPED", updated_at=stamp))
-            conn.execute(update(t.stock).where(t.stock.c.sku == row["sku"]).values(
-                reserved=t.stock.c.reserved - row["quantity"],
-                shipped=t.stock.c.shipped + row["quantity"]))
-            conn.execute(insert(t.stock_movements).values(
-                sku=row["sku"], kind="ship", delta_available=0, delta_reserved=-row["quantity"],
-                delta_shipped=row["quantity"], order_id=order_id, applied_at=stamp))
 
     # ---------------------------------------------------------------- ledger
     def record_payment(self, conn: Connection, *, order_id: str, kind: str, amount: Decimal,

@@ -79,7 +79,10 @@ stock_movements = Table(
     "stock_movements", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("sku", String(64), nullable=False),
-    Column("kind", String(16), nullable=False),  # adjust | reserve | release | ship | expire
+    # adjust | restock | reserve | refuse | release | ship; every applied FIFO
+    # update leaves exactly one row (refusals with zero deltas), so the rows'
+    # id order per product is the order in which its updates were applied.
+    Column("kind", String(16), nullable=False),
     Column("delta_available", Integer, nullable=False),
     Column("delta_reserved", Integer, nullable=False),
     Column("delta_shipped", Integer, nullable=False),
@@ -87,6 +90,22 @@ stock_movements = Table(
     Column("sqs_sequence", String(40)),  # SequenceNumber of the FIFO message that caused it
     Column("applied_at", DateTime(timezone=True), nullable=False),
     Index("ix_movements_sku_id", "sku", "id"),
+)
+
+stock_updates = Table(
+    # One row per FIFO stock update: written when published, stamped when
+    # applied. Unapplied rows are what is in flight per product.
+    "stock_updates", metadata,
+    Column("update_id", String(160), primary_key=True),  # = its MessageDeduplicationId
+    Column("sku", String(64), nullable=False),
+    Column("op", String(12), nullable=False),  # reserve | release | restock
+    Column("ref", String(64), nullable=False),  # order id, or restock id
+    Column("quantity", Integer, nullable=False),
+    Column("published_at", DateTime(timezone=True), nullable=False),
+    Column("applied_at", DateTime(timezone=True)),
+    Column("sqs_sequence", String(40)),
+    Column("result", String(16)),  # RESERVED | REJECTED | RELEASED | RESTOCKED | DEAD_LETTERED
+    Index("ix_stock_updates_pending", "applied_at", "sku"),
 )
 
 reservations = Table(
@@ -157,6 +176,14 @@ external_effects = Table(
     Column("result", JSON, nullable=False),
     Column("amount", MONEY),
     Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+circuit_breakers = Table(
+    "circuit_breakers", metadata,
+    Column("name", String(32), primary_key=True),
+    Column("state", String(12), nullable=False),  # CLOSED | OPEN | HALF_OPEN
+    Column("failures", Integer, nullable=False),
+    Column("changed_at", DateTime(timezone=True)),
 )
 
 idempotency_keys = Table(

@@ -11,13 +11,17 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from pipeline.demo import sample_order
-from pipeline.errors import GatewayUnavailable
+from pipeline.errors import CircuitOpen, GatewayUnavailable
+from pipeline.services.breaker import Breaker, GuardedGateway
+from pipeline.services.breaker_state import BreakerConfig
 from pipeline.services.simulators import Faults, SimulatedGateway
-from pipeline.store import create_db_engine, create_schema
+from pipeline.store import Store, create_db_engine, create_schema
 from pipeline.store import schema as t
+from pipeline.store.stock import now
+from pipeline.testing import wait_until
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,3 +65,35 @@ def test_submit_with_sqs_unreachable_fails_clearly_and_keeps_the_order(tmp_path:
                              "--json"], cwd=ROOT, text=True, capture_output=True, env=env,
                             timeout=50)
     assert document["orderId"] in {o["id"] for o in json.loads(listed.stdout)}
+
+
+def test_the_breaker_opens_on_a_failing_gateway_and_closes_after_a_good_probe(
+        tmp_path: Path) -> None:
+    store = Store(create_db_engine(f"sqlite:///{tmp_path / 'breaker.db'}"))
+    create_schema(store.engine)
+    config = BreakerConfig(failure_threshold=3, open_s=0.5)
+    failing = GuardedGateway(
+        SimulatedGateway(store.engine, Faults(transient_error_rate=1.0), random.Random(0)),
+        Breaker(store, "gateway", config))
+
+    def calls_reaching_the_gateway() -> int:
+        with store.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(t.external_calls))
+                       .scalar_one())
+
+    for n in range(3):
+        with pytest.raises(GatewayUnavailable):
+            failing.authorize(f"o{n}:authorize", "tok_visa", Decimal("1.00"), "USD")
+    reached = calls_reaching_the_gateway()
+    with pytest.raises(CircuitOpen):  # refused without calling the gateway
+        failing.authorize("o9:authorize", "tok_visa", Decimal("1.00"), "USD")
+    assert calls_reaching_the_gateway() == reached
+    assert store.breaker_row("gateway").state.value == "OPEN"
+
+    healthy = GuardedGateway(SimulatedGateway(store.engine, Faults(), random.Random(0)),
+                             Breaker(store, "gateway", config))
+    wait_until(lambda: store.breaker_row("gateway").changed_at is not None
+               and (now() - store.breaker_row("gateway").changed_at).total_seconds() > 0.5,
+               timeout=5, message="the open period to pass")
+    assert healthy.authorize("o9:authorize", "tok_visa", Decimal("1.00"), "USD")["approved"]
+    assert store.breaker_row("gateway").state.value == "CLOSED"

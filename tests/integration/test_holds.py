@@ -15,6 +15,8 @@ from pipeline import get_order
 from pipeline.demo import CATALOG, sample_order
 from pipeline.domain import OrderStatus, parse_order
 from pipeline.services import inventory, shipping
+from pipeline.services.breaker import Breaker, GuardedGateway
+from pipeline.services.breaker_state import BreakerConfig
 from pipeline.services.simulators import Faults, SimulatedCarrier, SimulatedGateway
 from pipeline.store import Store, create_db_engine, create_schema
 from pipeline.testing import wait_until
@@ -82,7 +84,8 @@ def test_ship_writes_nothing_when_the_order_moved_on_meanwhile(tmp_path: Path) -
     for sku, (price, quantity) in CATALOG.items():
         store.set_stock(sku, quantity, price=price)
     order_id = stuck_in_reserved(store, sample_order("single", 2), hold_s=600)
-    gateway = SimulatedGateway(store.engine, Faults(), random.Random(1))
+    gateway = GuardedGateway(SimulatedGateway(store.engine, Faults(), random.Random(1)),
+                             Breaker(store, "gateway", BreakerConfig()))
     gateway.authorize(f"{order_id}:authorize", "tok_visa", parse_order(
         store.order(order_id)["document"]).total_amount, "USD")
     amount = store.order(order_id)["total_amount"]

@@ -1,0 +1,1 @@
+"""`make bench`: benchmarks run side by side in one run (not tests)."""

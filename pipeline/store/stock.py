@@ -1,0 +1,288 @@
+"""Catalog, stock and the per-product FIFO ledger.
+
+Every stock update that travels through inventory.fifo is recorded twice:
+a `stock_updates` row written when it is published (so what is in flight per
+product is visible) and stamped when applied, and exactly one
+`stock_movements` row when applied (refusals included, with zero deltas), so
+each product's movement ids list its updates in the order they were applied
+and the audit can compare that with their SQS sequence numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from pipeline.store import schema as t
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class PublishedUpdate:
+    update_id: str
+    sku: str
+    op: str
+    ref: str
+    quantity: int
+
+
+class StockLedger:
+    engine: Engine
+
+    # --------------------------------------------------------------- catalog
+    def set_stock(self, sku: str, quantity: int, *, price: Decimal | None = None,
+                  name: str | None = None, currency: str = "USD") -> dict[str, int]:
+        """Set a product's available stock (adding the product when unknown).
+
+        An administrative correction, applied at once; deliveries that must
+        keep their place behind reservations go through `restock` instead.
+        """
+        if quantity < 0:
+            raise ValueError("stock quantity must be >= 0")
+        with self.engine.begin() as conn:
+            product = conn.execute(select(t.products).where(t.products.c.sku == sku)).first()
+            if product is None:
+                if price is None:
+                    raise ValueError(f"{sku} is not in the catalog yet: give it a --price")
+                conn.execute(insert(t.products).values(
+                    sku=sku, name=name or sku, price=price, currency=currency))
+                conn.execute(insert(t.stock).values(sku=sku, available=0, reserved=0, shipped=0))
+            elif price is not None:
+                conn.execute(update(t.products).where(t.products.c.sku == sku).values(price=price))
+            current = conn.execute(select(t.stock.c.available).where(t.stock.c.sku == sku)
+                                   ).scalar_one()
+            delta = quantity - current
+            if delta:
+                conn.execute(update(t.stock).where(t.stock.c.sku == sku)
+                             .values(available=t.stock.c.available + delta))
+                conn.execute(insert(t.stock_movements).values(
+                    sku=sku, kind="adjust", delta_available=delta, delta_reserved=0,
+                    delta_shipped=0, applied_at=now()))
+            row = conn.execute(select(t.stock).where(t.stock.c.sku == sku)).mappings().one()
+        return {k: row[k] for k in ("available", "reserved", "shipped")}
+
+    def catalog(self, skus: Iterable[str]) -> dict[str, dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.products).where(t.products.c.sku.in_(list(skus))))
+            return {r.sku: dict(r._mapping) for r in rows}
+
+    def stock_levels(self) -> list[dict[str, Any]]:
+        query = (select(t.products.c.sku, t.products.c.price, t.stock.c.available,
+                        t.stock.c.reserved, t.stock.c.shipped)
+                 .join(t.stock, t.stock.c.sku == t.products.c.sku).order_by(t.products.c.sku))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def stock_history(self, sku: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.stock_movements).where(t.stock_movements.c.sku == sku)
+                                .order_by(t.stock_movements.c.id)).mappings().all()
+        return [dict(r) for r in rows]
+
+    # ------------------------------------------------------ FIFO update ledger
+    def record_published(self, updates: Iterable[PublishedUpdate]) -> None:
+        """Note updates about to be published (a repeat keeps the first note)."""
+        stamp = now()
+        with self.engine.begin() as conn:
+            for u in updates:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(insert(t.stock_updates).values(
+                            update_id=u.update_id, sku=u.sku, op=u.op, ref=u.ref,
+                            quantity=u.quantity, published_at=stamp))
+                except IntegrityError:
+                    pass
+
+    def _mark_applied(self, conn: Connection, u: PublishedUpdate, *, sequence: str | None,
+                      result: str, stamp: datetime) -> None:
+        done = conn.execute(update(t.stock_updates).where(
+            t.stock_updates.c.update_id == u.update_id, t.stock_updates.c.applied_at.is_(None),
+        ).values(applied_at=stamp, sqs_sequence=sequence, result=result)).rowcount
+        if not done:  # published by a producer that kept no note
+            conn.execute(insert(t.stock_updates).values(
+                update_id=u.update_id, sku=u.sku, op=u.op, ref=u.ref, quantity=u.quantity,
+                published_at=stamp, applied_at=stamp, sqs_sequence=sequence, result=result))
+
+    @staticmethod
+    def _applied(conn: Connection, update_id: str) -> bool:
+        return conn.execute(select(t.stock_updates.c.applied_at).where(
+            t.stock_updates.c.update_id == update_id)).scalar_one_or_none() is not None
+
+    def mark_dead_lettered(self, update_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(t.stock_updates).where(
+                t.stock_updates.c.update_id == update_id, t.stock_updates.c.applied_at.is_(None),
+            ).values(result="DEAD_LETTERED"))
+
+    def in_flight(self) -> list[dict[str, Any]]:
+        """Per product: updates published and not yet applied, and the oldest's age."""
+        stamp = now()
+        pending = t.stock_updates.c.applied_at.is_(None) & t.stock_updates.c.result.is_(None)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.stock_updates.c.sku, func.count().label("updates"),
+                       func.min(t.stock_updates.c.published_at).label("oldest"))
+                .where(pending).group_by(t.stock_updates.c.sku).order_by(t.stock_updates.c.sku)
+            ).mappings().all()
+        result = []
+        for row in rows:
+            oldest = row["oldest"]
+            if oldest.tzinfo is None:  # SQLite hands back naive UTC
+                oldest = oldest.replace(tzinfo=UTC)
+            result.append({"productId": row["sku"], "inFlight": int(row["updates"]),
+                           "oldestAgeSeconds": round((stamp - oldest).total_seconds(), 3)})
+        return result
+
+    def ordering_violations(self) -> list[str]:
+        """Products whose updates were applied out of their SQS sequence order."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.stock_movements.c.sku, t.stock_movements.c.sqs_sequence)
+                .where(t.stock_movements.c.sqs_sequence.is_not(None))
+                .order_by(t.stock_movements.c.sku, t.stock_movements.c.id)).all()
+        last: dict[str, int] = {}
+        problems = []
+        for sku, sequence in rows:
+            number = int(sequence)
+            if sku in last and number <= last[sku]:
+                problems.append(f"{sku}: update with sequence {sequence} applied after "
+                                f"{last[sku]}")
+            last[sku] = max(number, last.get(sku, number))
+        return problems
+
+    # ------------------------------------------------------------ inventory
+    def reserve_line(self, order_id: str, sku: str, quantity: int, *,
+                     sequence: str | None, hold_s: int) -> str:
+        """Reserve one line; returns the line's state (RESERVED or REJECTED).
+
+        Idempotent: a line already decided keeps its decision. The stock
+        UPDATE carries its own `available >= quantity` guard, so stock can
+        never go negative whatever the delivery order.
+        """
+        stamp = now()
+        u = PublishedUpdate(f"{order_id}:{sku}:reserve", sku, "reserve", order_id, quantity)
+        with self.engine.begin() as conn:
+            state = conn.execute(select(t.reservations.c.state).where(
+                t.reservations.c.order_id == order_id, t.reservations.c.sku == sku)
+            ).scalar_one_or_none()
+            if state is not None:
+                return str(state)
+            taken = conn.execute(
+                update(t.stock).where(t.stock.c.sku == sku, t.stock.c.available >= quantity)
+                .values(available=t.stock.c.available - quantity,
+                        reserved=t.stock.c.reserved + quantity)
+            ).rowcount == 1
+            state = "RESERVED" if taken else "REJECTED"
+            conn.execute(insert(t.reservations).values(
+                order_id=order_id, sku=sku, quantity=quantity, state=state,
+                reserve_sequence=sequence, updated_at=stamp,
+                expires_at=stamp + timedelta(seconds=hold_s) if taken else None))
+            conn.execute(insert(t.stock_movements).values(
+                sku=sku, kind="reserve" if taken else "refuse",
+                delta_available=-quantity if taken else 0,
+                delta_reserved=quantity if taken else 0, delta_shipped=0,
+                order_id=order_id, sqs_sequence=sequence, applied_at=stamp))
+            self._mark_applied(conn, u, sequence=sequence, result=state, stamp=stamp)
+        return state
+
+    def release_line(self, order_id: str, sku: str, *, sequence: str | None) -> str:
+        """Give a reserved line back to stock; idempotent. Returns the line's state."""
+        stamp = now()
+        u = PublishedUpdate(f"{order_id}:{sku}:release", sku, "release", order_id, 0)
+        with self.engine.begin() as conn:
+            row = conn.execute(select(t.reservations).where(
+                t.reservations.c.order_id == order_id, t.reservations.c.sku == sku)
+            ).mappings().first()
+            if row is not None and row["state"] != "RESERVED":
+                # Nothing to give back (refused, shipped or released before),
+                # but it is an update of this product: recorded once.
+                if not self._applied(conn, u.update_id):
+                    self._release_movement(conn, sku, 0, order_id, sequence, stamp)
+                    self._mark_applied(conn, u, sequence=sequence, result=str(row["state"]),
+                                       stamp=stamp)
+                return str(row["state"])
+            quantity = 0
+            if row is None:
+                # Never reserved (a release overtook nothing): record the
+                # decision so a late reserve of this line is refused.
+                conn.execute(insert(t.reservations).values(
+                    order_id=order_id, sku=sku, quantity=0, state="RELEASED",
+                    release_sequence=sequence, updated_at=stamp))
+            else:
+                quantity = row["quantity"]
+                conn.execute(update(t.reservations).where(
+                    t.reservations.c.order_id == order_id, t.reservations.c.sku == sku,
+                    t.reservations.c.state == "RESERVED",
+                ).values(state="RELEASED", release_sequence=sequence, updated_at=stamp))
+                conn.execute(update(t.stock).where(t.stock.c.sku == sku).values(
+                    available=t.stock.c.available + quantity,
+                    reserved=t.stock.c.reserved - quantity))
+            self._release_movement(conn, sku, quantity, order_id, sequence, stamp)
+            self._mark_applied(conn, u, sequence=sequence, result="RELEASED", stamp=stamp)
+        return "RELEASED"
+
+    @staticmethod
+    def _release_movement(conn: Connection, sku: str, quantity: int, order_id: str,
+                          sequence: str | None, stamp: datetime) -> None:
+        conn.execute(insert(t.stock_movements).values(
+            sku=sku, kind="release", delta_available=quantity, delta_reserved=-quantity,
+            delta_shipped=0, order_id=order_id, sqs_sequence=sequence, applied_at=stamp))
+
+    def restock(self, restock_id: str, sku: str, quantity: int, *,
+                sequence: str | None) -> bool:
+        """Add delivered stock, in the product's FIFO order; idempotent per restock id.
+
+        True when applied by this call, False when it was applied before.
+        """
+        stamp = now()
+        u = PublishedUpdate(f"{restock_id}:{sku}:restock", sku, "restock", restock_id, quantity)
+        with self.engine.begin() as conn:
+            if self._applied(conn, u.update_id):
+                return False
+            found = conn.execute(update(t.stock).where(t.stock.c.sku == sku).values(
+                available=t.stock.c.available + quantity)).rowcount
+            if not found:
+                raise ValueError(f"restock {restock_id}: {sku} is not in the catalog")
+            conn.execute(insert(t.stock_movements).values(
+                sku=sku, kind="restock", delta_available=quantity, delta_reserved=0,
+                delta_shipped=0, order_id=None, sqs_sequence=sequence, applied_at=stamp))
+            self._mark_applied(conn, u, sequence=sequence, result="RESTOCKED", stamp=stamp)
+        return True
+
+    def line_states(self, order_id: str) -> dict[str, str]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.reservations.c.sku, t.reservations.c.state).where(
+                t.reservations.c.order_id == order_id)).all()
+        return {sku: state for sku, state in rows}
+
+    def reservations(self, order_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.reservations).where(
+                t.reservations.c.order_id == order_id).order_by(t.reservations.c.sku))
+            return [dict(r) for r in rows.mappings()]
+
+    def ship_lines(self, conn: Connection, order_id: str) -> None:
+        """Move every reserved line of an order to shipped (inside the caller's transaction)."""
+        rows = conn.execute(select(t.reservations).where(
+            t.reservations.c.order_id == order_id, t.reservations.c.state == "RESERVED")
+        ).mappings().all()
+        stamp = now()
+        for row in rows:
+            conn.execute(update(t.reservations).where(
+                t.reservations.c.order_id == order_id, t.reservations.c.sku == row["sku"],
+            ).values(state="SHIPPED", updated_at=stamp))
+            conn.execute(update(t.stock).where(t.stock.c.sku == row["sku"]).values(
+                reserved=t.stock.c.reserved - row["quantity"],
+                shipped=t.stock.c.shipped + row["quantity"]))
+            conn.execute(insert(t.stock_movements).values(
+                sku=row["sku"], kind="ship", delta_available=0, delta_reserved=-row["quantity"],
+                delta_shipped=row["quantity"], order_id=order_id, applied_at=stamp))

@@ -1,0 +1,65 @@
+"""The worker's consumer: garbage on a queue is dead-lettered with a reason.
+
+Celery acks a message it cannot decode (it is lost) and rejects an unknown
+or invalid one (on a queue with a redrive policy it then comes back until
+maxReceiveCount, minutes apart, and reaches the DLQ with no reason). Here
+each of those is sent to the queue's DLQ with what was wrong, then acked;
+the worker carries on. Selected by `worker_consumer` in config.celery.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery.worker.consumer import Consumer as CeleryConsumer
+
+from pipeline.quarantine import MAX_TASK_BODY, garbage_reason, queue_name_of, send_to_dlq
+from pipeline.runtime import get_runtime
+
+log = logging.getLogger("pipeline.worker")
+
+
+def quarantine(message: Any, kind: str, error: BaseException | None) -> None:
+    """Dead-letter a received message as `kind`, then ack it."""
+    rt = get_runtime()
+    info = message.delivery_info or {}
+    sqs_message = info.get("sqs_message") or {}
+    # A body that is not a kombu message has no routing key; its queue URL says it.
+    routing_key = info.get("routing_key") or str(info.get("sqs_queue") or "").rsplit("/", 1)[-1]
+    queue = queue_name_of(routing_key, rt.settings.queue_prefix)
+    if queue is None:
+        log.error("cannot dead-letter a %s message from unknown queue %r; leaving it for "
+                  "the redrive policy", kind, info.get("routing_key"))
+        message.reject(requeue=False)
+        return
+    body = sqs_message.get("Body") or ""
+    send_to_dlq(rt, queue, body, garbage_reason(kind, error),
+                dead_id=f"garbage-{sqs_message.get('MessageId', '?')}")
+    message.ack()
+
+
+class Consumer(CeleryConsumer):
+    def on_decode_error(self, message: Any, exc: BaseException) -> None:
+        quarantine(message, "UndecodableMessage", exc)
+
+    def on_unknown_message(self, body: Any, message: Any) -> None:
+        quarantine(message, "NotATaskMessage", None)
+
+    def on_unknown_task(self, body: Any, message: Any, exc: BaseException) -> None:
+        quarantine(message, "UnknownTask", exc)
+
+    def on_invalid_task(self, body: Any, message: Any, exc: BaseException) -> None:
+        quarantine(message, "InvalidTaskMessage", exc)
+
+    def create_task_handler(self, *args: Any, **kwargs: Any) -> Any:
+        handler = super().create_task_handler(*args, **kwargs)
+
+        def on_task_received(message: Any) -> Any:
+            body = ((message.delivery_info or {}).get("sqs_message") or {}).get("Body") or ""
+            if len(body) > MAX_TASK_BODY:
+                return quarantine(message, "OversizedMessage", ValueError(
+                    f"{len(body)} bytes; task messages here are under {MAX_TASK_BODY}"))
+            return handler(message)
+
+        return on_task_received

@@ -1,0 +1,106 @@
+"""FIFO steps: per-group serialization inside the worker.
+
+A task on FifoStep gets a Celery execution strategy that passes each request
+through the consumer's GroupGate (pipeline.group_gate) before the pool: so
+messages of one product never overlap and run in SQS sequence order, while
+different products run in parallel on every execution slot. Celery offers
+the task `Strategy` as its extension point; the stock strategy is reused
+whole, only its hand-off to the pool and its ack/reject callbacks are wrapped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from celery.worker import state as worker_state
+from celery.worker.strategy import default as default_strategy
+
+from pipeline.group_gate import GroupGate
+from tasks.base import OrderStep
+
+log = logging.getLogger("pipeline.fifo")
+_GATE_ATTRIBUTE = "_pipeline_fifo_gate"
+
+
+class FifoStep(OrderStep):
+    """A step consumed from a FIFO queue: one running message per group per worker."""
+
+    abstract = True
+    Strategy = "tasks.fifo:group_serial"
+
+
+def fifo_position(message: Any) -> tuple[str, int] | None:
+    """(group, sequence number) of a message received from a FIFO queue."""
+    sqs_message = (message.delivery_info or {}).get("sqs_message") or {}
+    attributes = sqs_message.get("Attributes") or {}
+    group = attributes.get("MessageGroupId")
+    if group is None:
+        return None
+    return f"{message.delivery_info.get('routing_key')}/{group}", int(
+        attributes.get("SequenceNumber") or 0)
+
+
+class _ConsumerWithGate:
+    """The worker's consumer, with requests handed to the gate instead of the pool."""
+
+    def __init__(self, consumer: Any, on_task_request: Callable[[Any], None]) -> None:
+        self._consumer = consumer
+        self.on_task_request = on_task_request
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._consumer, name)
+
+
+def group_serial(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Callable[..., Any]:
+    gate: GroupGate[Any] = consumer.__dict__.setdefault(_GATE_ATTRIBUTE, GroupGate())
+    run = consumer.on_task_request
+
+    def soon(callback: Callable[[], None]) -> None:
+        hub = getattr(consumer, "hub", None)
+        if hub is not None:
+            hub.call_soon(callback)  # the pool's callbacks may come from other threads
+        else:
+            callback()
+
+    def on_request(request: Any) -> None:
+        position = fifo_position(request.message)
+        if position is None or gate.admit(position[0], position[1],
+                                          request.message.delivery_tag, request):
+            run(request)
+
+    handler = default_strategy(task, app, _ConsumerWithGate(consumer, on_request), **kwargs)
+
+    def serial_handler(message: Any, body: Any, ack: Any, reject: Any, callbacks: Any,
+                       **options: Any) -> Any:
+        position = fifo_position(message)
+        if position is None:
+            return handler(message, body, ack, reject, callbacks, **options)
+        group = position[0]
+
+        def finished(ok: bool) -> None:
+            following, handed_back = gate.finish(group, message.delivery_tag, ok=ok)
+            for request in handed_back:
+                # Not run: back to SQS, behind the failed one of its group.
+                request.reject(requeue=True)
+                worker_state.task_ready(request)
+            if handed_back:
+                log.info("%s: %d message(s) handed back behind a failed one",
+                         group, len(handed_back))
+            if following is not None:
+                run(following)
+
+        def on_ack(*args: Any, **kw: Any) -> Any:
+            result = ack(*args, **kw)
+            soon(lambda: finished(True))
+            return result
+
+        def on_reject(*args: Any, **kw: Any) -> Any:
+            result = reject(*args, **kw)
+            soon(lambda: finished(False))
+            return result
+
+        return handler(message, body, on_ack, on_reject, callbacks, **options)
+
+    return serial_handler

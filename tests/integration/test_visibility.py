@@ -1,0 +1,54 @@
+"""A message whose task is still running stays invisible past its visibility timeout."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import boto3
+import pytest
+
+from pipeline.sqs.emulator import Emulator
+from pipeline.sqs.heartbeat import VisibilityKeeper
+from pipeline.testing import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def client(emulator: Emulator) -> Any:
+    return boto3.client("sqs", endpoint_url=emulator.endpoint, region_name="us-east-1",
+                        aws_access_key_id="local", aws_secret_access_key="local")
+
+
+def receive(sqs: Any, url: str) -> list[dict[str, Any]]:
+    return list(sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0).get("Messages") or [])
+
+
+def test_a_kept_message_is_not_redelivered_until_released(emulator: Emulator) -> None:
+    sqs = client(emulator)
+    url = sqs.create_queue(QueueName=f"keep-{uuid.uuid4().hex[:8]}",
+                           Attributes={"VisibilityTimeout": "2"})["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="slow task")
+    (message,) = receive(sqs, url)
+    keeper = VisibilityKeeper(lambda: client(emulator))
+
+    with keeper.keep(url, message["ReceiptHandle"], 2):
+        deadline = time.monotonic() + 5  # 2.5 visibility timeouts
+        while time.monotonic() < deadline:
+            assert receive(sqs, url) == [], "delivered again while its task still ran"
+            time.sleep(0.25)
+
+    again = wait_until(lambda: receive(sqs, url), timeout=10,
+                       message="redelivery once no longer kept")
+    assert again[0]["Body"] == "slow task"
+
+
+def test_without_the_keeper_the_same_message_comes_back(emulator: Emulator) -> None:
+    """The control: the emulator does redeliver after the visibility timeout."""
+    sqs = client(emulator)
+    url = sqs.create_queue(QueueName=f"nokeep-{uuid.uuid4().hex[:8]}",
+                           Attributes={"VisibilityTimeout": "2"})["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="slow task")
+    assert len(receive(sqs, url)) == 1
+    assert wait_until(lambda: receive(sqs, url), timeout=6, message="redelivery")
