@@ -27,10 +27,21 @@ if (pkg.version !== EXPECTED_VERSION) {
 }
 const load = (rel) => import(pathToFileURL(join(dist, rel)).href);
 const { buildApp } = await load("app.js");
-const { SqsStore } = await load("sqs/sqsStore.js");
+const { SqsQueue, SqsStore } = await load("sqs/sqsStore.js");
 const { SnsStore } = await load("sns/snsStore.js");
 const { S3Store } = await load("s3/s3Store.js");
 const { PersistenceManager } = await load("persistence.js");
+
+// fauxqs returns expired in-flight messages (and due delayed ones) to the
+// queue only while a long poll waits or on a receive, so with no consumer the
+// Approximate* counts stay stale: a message retried in place for 1 s was still
+// "not visible" minutes later. AWS counts by the clock; so do we, by settling
+// a queue's timers before any count is read.
+const getAttribute = SqsQueue.prototype.getAttribute;
+SqsQueue.prototype.getAttribute = function (name) {
+  if (name.startsWith("ApproximateNumberOfMessages")) this.processTimers();
+  return getAttribute.call(this, name);
+};
 
 const sqsStore = new SqsStore();
 // An empty host makes buildQueueUrl() use the request's Host header (the

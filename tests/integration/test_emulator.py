@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
 
 from pipeline.sqs.emulator import start_emulator
+from pipeline.testing import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -54,5 +56,31 @@ def test_it_listens_on_loopback_only() -> None:
     try:
         assert emulator.endpoint.startswith("http://127.0.0.1:")
         assert listening_addresses(emulator.port) == {"0100007F"}  # 127.0.0.1, nothing else
+    finally:
+        emulator.stop()
+
+
+def test_counts_follow_the_clock_without_a_consumer() -> None:
+    """A message whose visibility ran out counts as visible again, as on AWS, even when
+    nothing polls the queue (stock fauxqs recounts only on a receive)."""
+    emulator = start_emulator(0)
+    try:
+        sqs: Any = client(emulator.endpoint)
+        url = sqs.create_queue(QueueName="recount", Attributes={"VisibilityTimeout": "600"}
+                               )["QueueUrl"]
+        sqs.send_message(QueueUrl=url, MessageBody="retry-me")
+        receipt = sqs.receive_message(QueueUrl=url)["Messages"][0]["ReceiptHandle"]
+        sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=receipt, VisibilityTimeout=1)
+
+        def counts() -> tuple[int, int]:
+            attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
+                "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+            ])["Attributes"]
+            return (int(attrs["ApproximateNumberOfMessages"]),
+                    int(attrs["ApproximateNumberOfMessagesNotVisible"]))
+
+        assert counts() == (0, 1)
+        assert wait_until(lambda: counts() == (1, 0), timeout=5,
+                          message="the expired message to count as visible")
     finally:
         emulator.stop()

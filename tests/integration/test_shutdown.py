@@ -58,14 +58,19 @@ def test_sigterm_finishes_running_steps_and_releases_the_rest_at_once(
     lanes.env = normal_env
     try:
         check_shutdown(pipeline, worker, order_ids)
-    finally:  # whatever happened, the suite's other tests need their payments lane
+    finally:  # whatever happened, the suite's other tests need the lane and ended orders
         if worker.process.poll() is None:
             os.killpg(worker.process.pid, signal.SIGTERM)
             worker.process.wait(60)
         lanes.start(line)
+        end_orders(pipeline, order_ids)
+
+
+def end_orders(pipeline: Pipeline, order_ids: list[str]) -> None:
+    """These orders ran one step by hand; cancel them so the suite's audit sees them end."""
+    store = pipeline.rt.store
     wait_until(lambda: all(store.status(i) is S.PAYMENT_AUTHORIZED for i in order_ids),
                timeout=60, message="every authorization done")
-    # These orders ran one step by hand; cancel them so the suite's audit sees them end.
     for order_id in order_ids:
         assert store.transition(order_id, S.COMPENSATING, expected=[S.PAYMENT_AUTHORIZED],
                                 outcome=S.CANCELLED, reasons=["test: one step only"])
