@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PIPELINE_SQS_ENDPOINT_URL ?= http://127.0.0.1:4566
 
-.PHONY: install demo test lint unit integration bench bench-quick clean
+.PHONY: install browser demo test lint unit integration bench bench-quick clean
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -24,7 +24,12 @@ node_modules/.installed: package.json package-lock.json
 demo: install
 	$(BIN)/pipeline demo
 
-test: install
+# The Flower page test drives Debian's chromium (installed here when missing).
+browser:
+	command -v chromium >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
+
+test: install browser
 	$(BIN)/pytest
 
 # Benchmarks (not tests): results/bench.md and results/bench.json.

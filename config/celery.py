@@ -33,6 +33,10 @@ MESSAGE_SYSTEM_ATTRIBUTES = [
 ]
 
 
+EVENT_EXCHANGE = "celeryev"
+EVENT_QUEUE_PREFIX = "celeryev"
+
+
 def broker_url(settings: Settings) -> str:
     if settings.sqs_endpoint_url is None:
         return "sqs://"  # real AWS: boto3's credential chain
@@ -57,6 +61,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "queue_name_prefix": settings.queue_prefix,
         "wait_time_seconds": settings.wait_time_seconds,
         "polling_interval": settings.polling_interval,
+        # Events and remote control fan out through SNS (pipeline.sqs.broadcast).
+        "supports_fanout": True,
+        "fanout_exchanges": [EVENT_EXCHANGE],
+        "event_queue_prefix": EVENT_QUEUE_PREFIX,
         "fetch_message_attributes": {"MessageSystemAttributeNames": MESSAGE_SYSTEM_ATTRIBUTES},
         "client-config": {
             "connect_timeout": settings.connect_timeout_s,
@@ -101,11 +109,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "interval_step": 0.5,
             "interval_max": 1.0,
         },
-        # Events and remote control need SNS fanout on SQS (issue 6); off
-        # until that lands, so no worker leaves pidbox/celeryev queues behind.
-        "worker_send_task_events": False,
+        # Events and remote control over SNS fanout, batched (pipeline.monitoring.events);
+        # task-sent would be a publish per send from every producer: Flower does not need it.
+        "worker_send_task_events": settings.events,
         "task_send_sent_event": False,
-        "worker_enable_remote_control": False,
+        "worker_enable_remote_control": settings.events,
+        "event_exchange": EVENT_EXCHANGE,
+        "event_queue_prefix": EVENT_QUEUE_PREFIX,
+        "pipeline_event_flush_s": settings.event_flush_s,
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
         "worker_disable_rate_limits": True,

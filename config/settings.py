@@ -53,6 +53,15 @@ class Settings(BaseSettings):
     polling_interval: float = Field(default=0.01, ge=0, le=10)
     prefetch_multiplier: int = Field(default=16, ge=1, le=64)
 
+    # --- Monitoring: events and remote control over SNS fanout --------------
+    events: bool = Field(default=True, description="Workers send task events and answer "
+                         "remote control (Flower, celery inspect/control).")
+    event_flush_s: float = Field(default=1.0, gt=0, le=30,
+                                 description="Events are batched into one message per interval.")
+    transient_lease_s: int = Field(default=180, ge=30, le=86_400, description=(
+        "Event, mailbox and reply queues whose owner stopped renewing this long ago "
+        "are removed by the janitor."))
+
     # --- Database ----------------------------------------------------------
     database_url: str = Field(default=f"sqlite:///{VAR_DIR / 'pipeline.db'}")
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 __all__ = [
     "Order",
     "OrderStatus",
+    "cancel_order",
     "get_order",
     "parse_order",
     "restock",
@@ -21,13 +22,13 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from pipeline.api import get_order, restock, submit_order
+    from pipeline.api import cancel_order, get_order, restock, submit_order
     from pipeline.domain import Order, OrderStatus, parse_order
 
 
 def __getattr__(name: str) -> Any:
     # Lazy, so `import pipeline` reads no settings and builds no client.
-    if name in ("submit_order", "get_order", "restock"):
+    if name in ("submit_order", "get_order", "restock", "cancel_order"):
         from pipeline import api
 
         return getattr(api, name)

@@ -63,6 +63,20 @@ def restock(sku: str, quantity: int, *, restock_id: str | None = None) -> str:
     return restock_id
 
 
+def cancel_order(order_id: str, *, reason: str = "cancelled on request") -> str:
+    """Cancel an order that has not shipped; it ends CANCELLED through compensation
+    (payment voided, stock released, customer told). Returns what happened: one
+    of pipeline.services.cancellation.Cancellation's values. Safe to repeat."""
+    from pipeline import workflow
+    from pipeline.services.cancellation import Cancellation, cancel
+
+    store = get_runtime().store
+    outcome = cancel(store, order_id, reason)
+    if outcome is Cancellation.CANCELLED:
+        workflow.compensate(order_id, vip=store.order(order_id)["priority"] == "vip")
+    return outcome.value
+
+
 def get_order(order_id: str) -> dict[str, Any]:
     """The order's status, timeline, ledger, reservations, shipment and notifications."""
     store = get_runtime().store

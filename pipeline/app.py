@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init
+from celery.signals import before_task_publish, worker_init, worker_process_init
 
 from config.celery import celery_config
 from config.settings import load_settings
@@ -19,9 +19,11 @@ TASK_MODULES = [
     "tasks.inventory",
     "tasks.shipping",
     "tasks.notification",
+    "tasks.revocation",  # a revoked order step cancels its order
 ]
 
-app = Celery("pipeline", include=TASK_MODULES)
+# Events are batched (pipeline.monitoring.events), through Celery's own extension point.
+app = Celery("pipeline", include=TASK_MODULES, events="pipeline.monitoring.events:Events")
 
 
 class _LazyConfig:
@@ -52,9 +54,22 @@ app.config_from_object(_LazyConfig())
 def _check_topology(**_: Any) -> None:
     # Fail at start, with the fix in the message, rather than let kombu
     # create an unprovisioned queue with default attributes.
+    from pipeline.monitoring.janitor import sweep_with_settings
     from pipeline.sqs.provision import require_provisioned
 
-    require_provisioned(load_settings())
+    settings = load_settings()
+    require_provisioned(settings)
+    if settings.events:  # clean up after monitors and workers that died
+        sweep_with_settings(settings)
+
+
+@before_task_publish.connect
+def _redact_argument_reprs(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    # What Flower shows of a task's arguments never carries a secret.
+    from pipeline.monitoring.redaction import redact_headers
+
+    if headers is not None:
+        redact_headers(headers)
 
 
 @worker_process_init.connect

@@ -120,15 +120,41 @@ def iam_policy(account_id: str) -> None:
 
 @main.command()
 def flower() -> None:
-    """Run Flower with the address, port and auth from settings."""
+    """Run Flower with the address, port and auth from settings.
+
+    Workers send events by configuration, so Flower's own "enable events"
+    broadcast every 5 s is switched off. Its API is open without auth only
+    when bound to loopback (settings refuse any other address without auth).
+    """
     from config.settings import load_settings
 
     s = load_settings()
     args = ["celery", "-A", "pipeline.app", "flower", f"--address={s.flower_address}",
-            f"--port={s.flower_port}"]
+            f"--port={s.flower_port}", "--enable_events=False", "--inspect_timeout=3000"]
     if s.flower_basic_auth:
         args.append(f"--basic-auth={s.flower_basic_auth}")
+    else:  # loopback only (Settings refuses anything else without auth)
+        os.environ["FLOWER_UNAUTHENTICATED_API"] = "true"
     os.execvp(args[0], args)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def janitor(as_json: bool) -> None:
+    """Remove event, mailbox and reply queues whose owner is gone, and dead SNS
+    subscriptions (workers do this at start and every lease period too)."""
+    from config.settings import load_settings
+    from pipeline.monitoring.janitor import sweep_with_settings
+
+    report = sweep_with_settings(load_settings())
+    if as_json:
+        _dump(report.__dict__)
+        return
+    for name in report.queues_deleted:
+        console.print(f"deleted queue {name}")
+    for arn in report.subscriptions_removed:
+        console.print(f"removed subscription {arn}")
+    console.print(f"{report.queues_kept} live transient queue(s) kept")
 
 
 # ----------------------------------------------------------------- orders
@@ -200,6 +226,19 @@ def status(order_id: str, as_json: bool) -> None:
                 console.print("  " + "  ".join(f"{k}={v}" for k, v in row.items()))
     if view["shipment"]:
         console.print(f"[bold]shipment[/] {view['shipment']}")
+
+
+@main.command()
+@click.argument("order_id")
+@click.option("--reason", default="cancelled on request", show_default=True)
+def cancel(order_id: str, reason: str) -> None:
+    """Cancel an order that has not shipped (it ends CANCELLED through compensation)."""
+    from pipeline.api import cancel_order
+
+    outcome = cancel_order(order_id, reason=reason)
+    if outcome == "too_late":
+        _fail(f"order {order_id} has shipped: it can no longer be cancelled", code=1)
+    click.echo(f"{order_id}: {outcome}")
 
 
 @main.command()

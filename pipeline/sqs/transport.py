@@ -1,6 +1,7 @@
 """kombu's SQS transport with the project's guarantees added.
 
-Selected by `broker_transport` in config.celery. Only `_put` changes here:
+Selected by `broker_transport` in config.celery. Events and remote control
+over SNS are in pipeline.sqs.broadcast; here:
 
 * kombu files a FIFO publish that carries no MessageGroupId under the group
   "default" with a random deduplication id (celery#8352: retries and
@@ -18,6 +19,7 @@ import logging
 import time
 from typing import Any
 
+import kombu
 from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
@@ -28,6 +30,14 @@ from kombu.transport import SQS, virtual
 from vine import promise
 
 from pipeline.errors import FifoGroupMissing
+from pipeline.sqs.broadcast import BroadcastChannel
+
+# Overrides below reach into kombu's SQS channel (_put, _on_messages_ready,
+# _loop1, _get_from_sqs, _lookup, ...): checked against this release only.
+KOMBU_SERIES = "5.7."
+if not kombu.__version__.startswith(KOMBU_SERIES):
+    raise ImportError(f"pipeline.sqs.transport was written for kombu {KOMBU_SERIES}x, "
+                      f"found {kombu.__version__}: re-check its overrides before upgrading")
 
 __all__ = ["Channel", "Transport"]
 
@@ -36,7 +46,7 @@ ACK_RETRY_S = 15.0
 RECEIVE_FAILURE_PAUSE_S = 1.0
 
 
-class Channel(SQS.Channel):
+class Channel(BroadcastChannel):
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
         properties = message.get("properties") or {}
         # A `redelivered` put only changes the visibility of the received
@@ -131,3 +141,7 @@ class Channel(SQS.Channel):
 
 class Transport(SQS.Transport):
     Channel = Channel
+    # Fanout goes through SNS (kombu's `supports_fanout`); advertising it is
+    # what lets Celery start the worker's remote-control step.
+    implements = SQS.Transport.implements.extend(
+        exchange_type=frozenset(["direct", "fanout"]))

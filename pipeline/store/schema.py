@@ -104,7 +104,8 @@ stock_updates = Table(
     Column("published_at", DateTime(timezone=True), nullable=False),
     Column("applied_at", DateTime(timezone=True)),
     Column("sqs_sequence", String(40)),
-    Column("result", String(16)),  # RESERVED | REJECTED | RELEASED | RESTOCKED | DEAD_LETTERED
+    # RESERVED | REJECTED | RELEASED | RESTOCKED | DEAD_LETTERED | REVOKED
+    Column("result", String(16)),
     Index("ix_stock_updates_pending", "applied_at", "sku"),
 )
 

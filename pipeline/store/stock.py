@@ -117,11 +117,13 @@ class StockLedger:
         return conn.execute(select(t.stock_updates.c.applied_at).where(
             t.stock_updates.c.update_id == update_id)).scalar_one_or_none() is not None
 
-    def mark_dead_lettered(self, update_id: str) -> None:
+    def mark_dead_lettered(self, update_id: str, *, result: str = "DEAD_LETTERED") -> None:
+        """An update that will not be applied (dead-lettered or revoked) is no
+        longer in flight."""
         with self.engine.begin() as conn:
             conn.execute(update(t.stock_updates).where(
                 t.stock_updates.c.update_id == update_id, t.stock_updates.c.applied_at.is_(None),
-            ).values(result="DEAD_LETTERED"))
+            ).values(result=result))
 
     def in_flight(self) -> list[dict[str, Any]]:
         """Per product: updates published and not yet applied, and the oldest's age."""

@@ -13,7 +13,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,19 +29,13 @@ from pipeline.demo import CATALOG, KINDS, sample_order
 from pipeline.procfile import ProcessGroup, read_procfile
 from pipeline.sqs.emulator import Emulator, start_emulator
 from pipeline.store import Store, create_db_engine
-from pipeline.testing import WORKER_LANES, wait_until
+from pipeline.testing import WORKER_LANES, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 ORDERS = 150
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 PIPELINE = str(Path(sys.executable).parent / "pipeline")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def children(pid: int) -> list[int]:

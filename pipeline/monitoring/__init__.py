@@ -1,0 +1,1 @@
+"""Monitoring: batched events, metrics, the janitor of transient queues, alarms."""

@@ -1,0 +1,42 @@
+"""Celery's threads pool with a slot semaphore, as prefork has.
+
+Stock, the threads pool hands every received task to its executor at once,
+so a task waiting for a free thread sits in the executor's queue, out of the
+worker's reach: `celery control revoke` (or Flower's revoke) cannot stop it,
+and a warm shutdown runs it. Here a task is submitted only when a thread is
+free; until then it waits in the worker, where Celery checks the revoked set
+before running it (celery/worker/worker.py: _process_task_sem). The slot is
+given back on the event loop's thread (kombu's Hub.call_soon is thread-safe).
+
+Selected with ``env CELERY_CUSTOM_WORKER_POOL=pipeline.worker_pool:ThreadPool
+celery worker -P custom`` (Celery's hook for out-of-tree pools).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from typing import Any
+
+from celery.concurrency import thread
+from kombu.asynchronous import get_event_loop
+
+__all__ = ["ThreadPool"]
+
+
+class ThreadPool(thread.TaskPool):
+    uses_semaphore = True  # Celery then puts its LaxBoundedSemaphore in front of us
+
+    def on_apply(self, *args: Any, **kwargs: Any) -> Any:
+        result = super().on_apply(*args, **kwargs)
+        slots = self.options.get("semaphore")
+        if slots is not None:
+            hub = get_event_loop()
+
+            def give_back(_: Future[Any]) -> None:
+                if hub is not None:
+                    hub.call_soon(slots.release)
+                else:
+                    slots.release()
+
+            result.f.add_done_callback(give_back)
+        return result
