@@ -70,11 +70,17 @@ class Settings(BaseSettings):
     flower_port: int = Field(default=5555, ge=1, le=65535)
     flower_basic_auth: str | None = Field(default=None, description="user:password")
 
+    # --- Metrics (Prometheus text format; `pipeline metrics`) ----------------
+    metrics_address: str = "127.0.0.1"
+    metrics_port: int = Field(default=9808, ge=1, le=65535)
+
     # --- Business rules ----------------------------------------------------
     max_quantity_per_line: int = Field(default=100, ge=1)
     max_lines_per_order: int = Field(default=50, ge=1)
     currencies: tuple[str, ...] = ("USD", "EUR", "GBP")
     reservation_hold_s: int = Field(default=1800, ge=60)
+    low_stock_below: int = Field(default=10, ge=0, description=(
+        "An inventory-alerts event when a reservation leaves fewer than this available."))
 
     # --- Simulated payment gateway and carrier ---------------------------
     gateway_latency_ms: float = Field(default=2.0, ge=0)

@@ -53,6 +53,10 @@ class QueueSpec:
     retention: int = 14 * DAY
     wait_time: int = 20  # ReceiveMessageWaitTimeSeconds (long polling)
     dlq_retention: int = 14 * DAY
+    # CloudWatch alarms (`pipeline provision --alarms`): a backlog this deep, or a
+    # message this old, for five minutes; any dead letter at all.
+    alarm_depth: int = 1000
+    alarm_oldest_s: int = 300
 
     @property
     def is_fifo(self) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 from decimal import Decimal
@@ -14,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.cli_dlq import dlq
+from pipeline.cli_monitor import MONITORING_COMMANDS
 from pipeline.errors import PipelineError
 
 console = Console()
@@ -43,6 +43,8 @@ def main() -> None:
 
 
 main.add_command(dlq)
+for _command in MONITORING_COMMANDS:
+    main.add_command(_command)
 
 
 # ------------------------------------------------------------------ infra
@@ -77,7 +79,10 @@ def sqs(port: int | None, data_dir: str | None, in_memory: bool) -> None:
 @main.command()
 @click.option("--check", is_flag=True, help="Change nothing; exit 1 when anything differs.")
 @click.option("--json", "as_json", is_flag=True)
-def provision(check: bool, as_json: bool) -> None:
+@click.option("--alarms", is_flag=True,
+              help="Also create/update the CloudWatch alarms (AWS only; see pipeline.monitoring"
+                   ".alarms).")
+def provision(check: bool, as_json: bool, alarms: bool) -> None:
     """Create or reconcile queues, DLQs, redrive policies, topics and the database."""
     from pipeline.runtime import get_runtime
     from pipeline.sqs.provision import provision as run
@@ -87,6 +92,8 @@ def provision(check: bool, as_json: bool) -> None:
     report = run(rt.settings, rt.aws_client("sqs"), rt.aws_client("sns"), check=check)
     if not check:
         create_schema(rt.store.engine)
+    if alarms and not check:
+        _provision_alarms(rt)
     if as_json:
         _dump(report.__dict__)
     else:
@@ -98,6 +105,19 @@ def provision(check: bool, as_json: bool) -> None:
             console.print("up to date: every queue, DLQ and topic matches the topology")
     if report.conflicts or (check and report.drift):
         raise SystemExit(1)
+
+
+def _provision_alarms(rt: Any) -> None:
+    from pipeline.monitoring.alarms import alarm_specs, put_alarms
+
+    if rt.settings.uses_emulator:
+        names = [spec["AlarmName"] for spec in alarm_specs(rt.settings, "000000000000")]
+        err.print(f"[yellow]not created:[/] the local emulator has no CloudWatch; on AWS "
+                  f"these {len(names)} alarms would be: {', '.join(names)}")
+        return
+    account = rt.aws_client("sts").get_caller_identity()["Account"]
+    for name in put_alarms(rt.settings, rt.aws_client("cloudwatch"), account):
+        console.print(f"   alarm  {name}")
 
 
 @main.command()
@@ -116,45 +136,6 @@ def iam_policy(account_id: str) -> None:
     from pipeline.sqs.provision import iam_policy as build
 
     _dump(build(load_settings(), account_id))
-
-
-@main.command()
-def flower() -> None:
-    """Run Flower with the address, port and auth from settings.
-
-    Workers send events by configuration, so Flower's own "enable events"
-    broadcast every 5 s is switched off. Its API is open without auth only
-    when bound to loopback (settings refuse any other address without auth).
-    """
-    from config.settings import load_settings
-
-    s = load_settings()
-    args = ["celery", "-A", "pipeline.app", "flower", f"--address={s.flower_address}",
-            f"--port={s.flower_port}", "--enable_events=False", "--inspect_timeout=3000"]
-    if s.flower_basic_auth:
-        args.append(f"--basic-auth={s.flower_basic_auth}")
-    else:  # loopback only (Settings refuses anything else without auth)
-        os.environ["FLOWER_UNAUTHENTICATED_API"] = "true"
-    os.execvp(args[0], args)
-
-
-@main.command()
-@click.option("--json", "as_json", is_flag=True)
-def janitor(as_json: bool) -> None:
-    """Remove event, mailbox and reply queues whose owner is gone, and dead SNS
-    subscriptions (workers do this at start and every lease period too)."""
-    from config.settings import load_settings
-    from pipeline.monitoring.janitor import sweep_with_settings
-
-    report = sweep_with_settings(load_settings())
-    if as_json:
-        _dump(report.__dict__)
-        return
-    for name in report.queues_deleted:
-        console.print(f"deleted queue {name}")
-    for arn in report.subscriptions_removed:
-        console.print(f"removed subscription {arn}")
-    console.print(f"{report.queues_kept} live transient queue(s) kept")
 
 
 # ----------------------------------------------------------------- orders

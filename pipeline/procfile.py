@@ -62,6 +62,32 @@ class ProcessGroup:
         self.running.append(running)
         return running
 
+    def start_with(self, line: ProcLine, **env: str) -> Running:
+        """Start `line` with some environment variables changed for it alone."""
+        saved = self.env
+        self.env = {**saved, **env}
+        try:
+            return self.start(line)
+        finally:
+            self.env = saved
+
+    def live(self, name: str) -> Running:
+        """The process of line `name` that is still running (the last started)."""
+        for running in reversed(self.running):
+            if running.line.name == name and running.process.poll() is None:
+                return running
+        raise LookupError(f"no running process for Procfile line {name!r}")
+
+    def stop_one(self, running: Running, *, sig: int = signal.SIGTERM,
+                 timeout: float = 60.0) -> None:
+        """Stop one process and its children (its process group), and forget it."""
+        if running.process.poll() is None:
+            os.killpg(running.process.pid, sig)
+            running.process.wait(timeout)
+        if running in self.running:
+            self.running.remove(running)
+        running.log.close()
+
     def dead(self) -> list[Running]:
         return [r for r in self.running if r.process.poll() is not None]
 

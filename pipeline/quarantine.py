@@ -52,6 +52,14 @@ def send_to_dlq(rt: Runtime, queue: str, body: str, attributes: dict[str, str], 
         message["MessageDeduplicationId"] = dead_id[:128]
     rt.sqs.send_message(**message)
     log.error("dead-lettered a message from %s: %s", spec.name, attributes)
+    from pipeline.store.outbox import SYSTEM_HEALTH, record_now
+
+    try:
+        record_now(rt.store.engine, SYSTEM_HEALTH, "health.dead_letter",
+                   {"queue": spec.name, "deadLetterQueue": spec.dlq_name, **attributes},
+                   severity="error", queue=spec.name)
+    except Exception as error:  # the dead letter itself is safe in its DLQ
+        log.warning("dead letter from %s not announced on system-health: %s", spec.name, error)
 
 
 def garbage_reason(kind: str, error: BaseException | None) -> dict[str, str]:

@@ -20,6 +20,8 @@ from pipeline.procfile import ProcessGroup, read_procfile
 
 T = TypeVar("T")
 WORKER_LANES = ("orders", "payments", "inventory", "notifications", "priority")
+# What a test pipeline runs: the Celery workers and the outbox relay.
+PIPELINE_LANES = (*WORKER_LANES, "relay")
 
 
 def wait_until(condition: Callable[[], T], *, timeout: float, interval: float = 0.1,
@@ -59,7 +61,7 @@ def restore_environment(saved: dict[str, str | None]) -> None:
 
 @contextmanager
 def worker_lanes(env: dict[str, str], log_dir: Path,
-                 lanes: tuple[str, ...] = WORKER_LANES) -> Iterator[ProcessGroup]:
+                 lanes: tuple[str, ...] = PIPELINE_LANES) -> Iterator[ProcessGroup]:
     """Start the Procfile's worker lines with `env`; stop them on exit."""
     group = ProcessGroup({**os.environ, **env}, log_dir)
     try:

@@ -55,7 +55,8 @@ def _apply(rt: Runtime, update: StockUpdate, sequence: str | None) -> str:
     if rt.settings.inventory_transient_error_rate > rt.rng.random():
         raise StoreUnavailable(f"injected fault before applying {update.deduplication_id}")
     return inventory.apply_update(rt.store, update, sequence=sequence,
-                                  hold_s=rt.settings.reservation_hold_s)
+                                  hold_s=rt.settings.reservation_hold_s,
+                                  low_stock_below=rt.settings.low_stock_below)
 
 
 @app.task(base=FifoStep, bind=True, name="tasks.inventory.apply_line")

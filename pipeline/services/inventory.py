@@ -85,11 +85,12 @@ def release_messages(store: Store, order_id: str) -> list[StockUpdate]:
 
 
 def apply_update(store: Store, update: StockUpdate, *, sequence: str | None,
-                 hold_s: int) -> str:
+                 hold_s: int, low_stock_below: int = 0) -> str:
     """Apply one update to stock; idempotent. Returns the resulting state."""
     if update.op is StockOp.RESERVE:
         return store.reserve_line(update.ref, update.sku, update.quantity,
-                                  sequence=sequence, hold_s=hold_s)
+                                  sequence=sequence, hold_s=hold_s,
+                                  low_stock_below=low_stock_below)
     if update.op is StockOp.RELEASE:
         return store.release_line(update.ref, update.sku, sequence=sequence)
     applied = store.restock(update.ref, update.sku, update.quantity, sequence=sequence)

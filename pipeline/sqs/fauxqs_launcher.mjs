@@ -68,6 +68,24 @@ const app = buildApp({
 });
 if (persistence) app.addHook("preClose", () => persistence.close());
 
+// AWS publishes a queue's ApproximateAgeOfOldestMessage to CloudWatch, which
+// fauxqs does not have; pipeline.monitoring.metrics reads it here instead:
+// {queueName: seconds} for every queue holding a message (bodies not sent).
+app.get("/_pipeline/oldest", async () => {
+  const now = Date.now();
+  const oldest = {};
+  for (const queue of sqsStore.allQueues()) {
+    queue.processTimers();
+    const { ready, delayed, inflight } = queue.inspectMessages();
+    let first = Infinity;
+    for (const message of [...ready, ...delayed, ...inflight.map((entry) => entry.message)]) {
+      if (message.sentTimestamp < first) first = message.sentTimestamp;
+    }
+    if (first !== Infinity) oldest[queue.name] = (now - first) / 1000;
+  }
+  return oldest;
+});
+
 const address = await app.listen({ port: Number(values.port), host: "127.0.0.1" });
 console.log(JSON.stringify({ ready: true, endpoint: address, pid: process.pid }));
 

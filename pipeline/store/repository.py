@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from pipeline.domain import Order, OrderStatus, can_transition
 from pipeline.errors import OrderConflict, OrderNotFound
 from pipeline.services.breaker_state import BreakerRow, BreakerState
+from pipeline.store import outbox
 from pipeline.store import schema as t
 from pipeline.store.stock import StockLedger, now
 
@@ -123,10 +124,19 @@ class Store(StockLedger):
         stmt = (update(t.orders)
                 .where(t.orders.c.id == order_id, t.orders.c.status.in_(allowed))
                 .values(**values))
+
+        def apply(c: Connection) -> bool:
+            moved = c.execute(stmt).rowcount == 1
+            if moved:  # announced with the change itself (transactional outbox)
+                outbox.status_changed(c, order_id, to.value, terminal=to.terminal,
+                                      outcome=outcome.value if outcome else None,
+                                      reasons=reasons)
+            return moved
+
         if conn is not None:
-            return conn.execute(stmt).rowcount == 1
+            return apply(conn)
         with self.engine.begin() as own:
-            return own.execute(stmt).rowcount == 1
+            return apply(own)
 
     def list_orders(self, status: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         query = select(t.orders.c.id, t.orders.c.status, t.orders.c.priority,
@@ -193,14 +203,19 @@ class Store(StockLedger):
         values = {"state": new.state.value, "failures": new.failures,
                   "changed_at": new.changed_at}
         with self.engine.begin() as conn:
-            if expected == BreakerRow() and _insert_once(conn, t.circuit_breakers,
-                                                         {"name": name, **values}):
-                return True
-            return bool(conn.execute(update(t.circuit_breakers).where(
-                t.circuit_breakers.c.name == name,
-                t.circuit_breakers.c.state == expected.state.value,
-                t.circuit_breakers.c.failures == expected.failures,
-            ).values(**values)).rowcount == 1)
+            swapped = (expected == BreakerRow() and _insert_once(
+                conn, t.circuit_breakers, {"name": name, **values})) or conn.execute(
+                update(t.circuit_breakers).where(
+                    t.circuit_breakers.c.name == name,
+                    t.circuit_breakers.c.state == expected.state.value,
+                    t.circuit_breakers.c.failures == expected.failures,
+                ).values(**values)).rowcount == 1
+            if swapped and new.state != expected.state:
+                outbox.health(conn, f"breaker_{new.state.value.lower()}",
+                              {"breaker": name, "state": new.state.value,
+                               "failures": new.failures},
+                              severity="critical" if new.state.value == "OPEN" else "info")
+            return bool(swapped)
 
     def breakers(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
@@ -215,9 +230,12 @@ class Store(StockLedger):
     # ---------------------------------------------------------------- ledger
     def record_payment(self, conn: Connection, *, order_id: str, kind: str, amount: Decimal,
                        currency: str, gateway_ref: str | None, key: str) -> bool:
-        return _insert_once(conn, t.payments, {
+        inserted = _insert_once(conn, t.payments, {
             "order_id": order_id, "kind": kind, "amount": amount, "currency": currency,
             "gateway_ref": gateway_ref, "idempotency_key": key, "created_at": now()})
+        if inserted:
+            outbox.payment_recorded(conn, order_id, kind, amount, currency, gateway_ref)
+        return inserted
 
     def payment_entries(self, order_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:

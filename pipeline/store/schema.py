@@ -194,3 +194,20 @@ idempotency_keys = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+
+# Transactional outbox: a business event is written in the same transaction as
+# the change it reports, and `pipeline relay` publishes it to its SNS topic
+# (at least once; consumers dedupe by event id). Nothing is published for a
+# change that rolled back, and nothing is lost when SNS is unreachable.
+outbox = Table(
+    "outbox", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", String(40), nullable=False, unique=True),
+    Column("topic", String(32), nullable=False),  # a topology topic, without prefix
+    Column("event_type", String(48), nullable=False),
+    Column("body", JSON, nullable=False),
+    Column("attributes", JSON, nullable=False),  # SNS message attributes (filter policies)
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("published_at", DateTime(timezone=True)),
+    Index("ix_outbox_pending", "published_at", "id"),
+)

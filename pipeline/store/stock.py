@@ -163,7 +163,7 @@ class StockLedger:
 
     # ------------------------------------------------------------ inventory
     def reserve_line(self, order_id: str, sku: str, quantity: int, *,
-                     sequence: str | None, hold_s: int) -> str:
+                     sequence: str | None, hold_s: int, low_stock_below: int = 0) -> str:
         """Reserve one line; returns the line's state (RESERVED or REJECTED).
 
         Idempotent: a line already decided keeps its decision. The stock
@@ -194,7 +194,22 @@ class StockLedger:
                 delta_reserved=quantity if taken else 0, delta_shipped=0,
                 order_id=order_id, sqs_sequence=sequence, applied_at=stamp))
             self._mark_applied(conn, u, sequence=sequence, result=state, stamp=stamp)
+            self._alert_on_stock(conn, sku, order_id, quantity, taken, low_stock_below)
         return state
+
+    @staticmethod
+    def _alert_on_stock(conn: Connection, sku: str, order_id: str, quantity: int,
+                        taken: bool, low_stock_below: int) -> None:
+        """Out of stock on a refusal; low stock when this reservation crossed the line."""
+        from pipeline.store import outbox
+
+        available = int(conn.execute(select(t.stock.c.available).where(
+            t.stock.c.sku == sku)).scalar_one_or_none() or 0)
+        if not taken:
+            outbox.stock_alert(conn, "out_of_stock", sku, available=available,
+                               order_id=order_id)
+        elif available < low_stock_below <= available + quantity:
+            outbox.stock_alert(conn, "low_stock", sku, available=available, order_id=order_id)
 
     def release_line(self, order_id: str, sku: str, *, sequence: str | None) -> str:
         """Give a reserved line back to stock; idempotent. Returns the line's state."""

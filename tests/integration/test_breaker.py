@@ -3,15 +3,13 @@ using no attempt); once it is back every order completes, none FAILED."""
 
 from __future__ import annotations
 
-import os
-import signal
 from typing import Any
 
 import pytest
 
 from pipeline import get_order, submit_order
 from pipeline.demo import CATALOG, sample_order
-from pipeline.procfile import ProcLine, read_procfile
+from pipeline.procfile import read_procfile
 from pipeline.testing import wait_until
 from tests.fixtures import Pipeline
 
@@ -21,16 +19,9 @@ pytestmark = pytest.mark.integration
 def restart_payments(pipeline: Pipeline, **env: str) -> None:
     lanes = pipeline.lanes
     for running in [r for r in lanes.running if r.line.name.startswith("payments")]:
-        if running.process.poll() is None:
-            os.killpg(running.process.pid, signal.SIGTERM)
-            running.process.wait(60)
-        lanes.running.remove(running)
-        running.log.close()
+        lanes.stop_one(running)
     line = next(line for line in read_procfile() if line.name == "payments")
-    normal = lanes.env
-    lanes.env = {**normal, **env}
-    lanes.start(ProcLine("payments", line.command))
-    lanes.env = normal
+    lanes.start_with(line, **env)
 
 
 def test_an_open_breaker_defers_payments_instead_of_failing_orders(pipeline: Pipeline) -> None:

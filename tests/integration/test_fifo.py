@@ -7,7 +7,6 @@ several producers interleave orders and restocks over eight products.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import uuid
@@ -117,13 +116,13 @@ def test_sigkilled_inventory_worker_loses_and_reorders_nothing(pipeline: Pipelin
     skus = products(f"K{pipeline.backend[:2]}")
     for sku in skus:
         store.set_stock(sku, 20, price=PRICE)
-    inventory = next(r for r in pipeline.lanes.running if r.line.name == "inventory")
+    inventory = pipeline.lanes.live("inventory")
     with ThreadPoolExecutor(2) as pool:
         future = pool.submit(lambda: [i for k in (10, 11) for i in produce(k, skus, 25, 5)])
         wait_until(lambda: sum(applied_per_product(store, skus).values()) >= 10, timeout=60,
                    message="some updates applied")
-        os.killpg(inventory.process.pid, signal.SIGKILL)  # main process and pool children
-        inventory.process.wait()
+        # main process and pool children
+        pipeline.lanes.stop_one(inventory, sig=signal.SIGKILL)
         order_ids = future.result()
 
     # While the lane is down its products' updates wait, visibly.

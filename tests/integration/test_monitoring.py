@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -153,15 +152,11 @@ def test_revoking_a_queued_step_cancels_its_order_through_compensation(
     """A slow single-slot payments lane keeps authorizations queued behind each other;
     the last one is revoked with `celery control revoke` while it waits."""
     lanes = pipeline.lanes
-    normal = next(r for r in lanes.running if r.line.name == "payments")
-    os.killpg(normal.process.pid, signal.SIGTERM)
-    normal.process.wait(60)
-    line = normal.line
-    saved_env = lanes.env
-    lanes.env = {**saved_env, "PIPELINE_GATEWAY_LATENCY_MS": "2500",
-                 "PIPELINE_GATEWAY_TIMEOUT_MS": "20000"}
-    slow = lanes.start(ProcLine("payments-single", line.command.replace("-c 8", "-c 1")))
-    lanes.env = saved_env
+    line = lanes.live("payments").line
+    lanes.stop_one(lanes.live("payments"))
+    slow = lanes.start_with(ProcLine("payments-single", line.command.replace("-c 8", "-c 1")),
+                            PIPELINE_GATEWAY_LATENCY_MS="2500",
+                            PIPELINE_GATEWAY_TIMEOUT_MS="20000")
     try:
         ids = [submit_order(sample_order("single", 500 + n)) for n in range(4)]
         victim = ids[-1]
@@ -185,9 +180,7 @@ def test_revoking_a_queued_step_cancels_its_order_through_compensation(
             "tasks.payment.authorize_payment") == "REVOKED", timeout=20,
             message="Flower to show the revoke")
     finally:
-        if slow.process.poll() is None:
-            os.killpg(slow.process.pid, signal.SIGTERM)
-            slow.process.wait(60)
+        lanes.stop_one(slow)
         lanes.start(line)
 
 

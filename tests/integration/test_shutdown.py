@@ -37,9 +37,7 @@ def queue_counts(pipeline: Pipeline, queue: str) -> tuple[int, int]:
 def test_sigterm_finishes_running_steps_and_releases_the_rest_at_once(
         pipeline: Pipeline) -> None:
     store = pipeline.rt.store
-    payments = next(r for r in pipeline.lanes.running if r.line.name == "payments")
-    os.killpg(payments.process.pid, signal.SIGTERM)
-    payments.process.wait(30)
+    pipeline.lanes.stop_one(pipeline.lanes.live("payments"))
 
     order_ids = []
     for n in range(30):
@@ -51,17 +49,13 @@ def test_sigterm_finishes_running_steps_and_releases_the_rest_at_once(
     # A slow gateway, and long polls as in production: kombu's own restore on
     # close would hide the unstarted messages for wait_time_seconds (10 s).
     line = next(line for line in read_procfile() if line.name == "payments")
-    lanes, normal_env = pipeline.lanes, pipeline.lanes.env
-    lanes.env = {**normal_env, "PIPELINE_GATEWAY_LATENCY_MS": "1500",
-                 "PIPELINE_WAIT_TIME_SECONDS": "10"}
-    worker = lanes.start(ProcLine("payments-slow", line.command))
-    lanes.env = normal_env
+    lanes = pipeline.lanes
+    worker = lanes.start_with(ProcLine("payments-slow", line.command),
+                              PIPELINE_GATEWAY_LATENCY_MS="1500", PIPELINE_WAIT_TIME_SECONDS="10")
     try:
         check_shutdown(pipeline, worker, order_ids)
     finally:  # whatever happened, the suite's other tests need the lane and ended orders
-        if worker.process.poll() is None:
-            os.killpg(worker.process.pid, signal.SIGTERM)
-            worker.process.wait(60)
+        lanes.stop_one(worker)
         lanes.start(line)
         end_orders(pipeline, order_ids)
 

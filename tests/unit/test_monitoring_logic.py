@@ -107,3 +107,29 @@ def test_event_batches_keep_every_event_in_order_and_under_the_cap(
     for chunk in chunks:
         size = sum(len(json.dumps(e)) for e in chunk)
         assert size <= cap or len(chunk) == 1
+
+
+def test_every_queue_gets_backlog_and_age_alarms_and_every_dlq_a_not_empty_alarm() -> None:
+    """Derived from the topology, and each one a valid PutMetricAlarm request for
+    botocore's own model of the CloudWatch API (no call is made)."""
+    import boto3
+    from botocore.validate import validate_parameters
+
+    from config.settings import Settings
+    from config.topology import QUEUES
+    from pipeline.monitoring.alarms import alarm_specs
+
+    settings = Settings(queue_prefix="prod-", aws_region="eu-west-1")
+    specs = alarm_specs(settings, "123456789012")
+    assert len(specs) == 3 * len(QUEUES)
+    by_name = {s["AlarmName"]: s for s in specs}
+    assert len(by_name) == len(specs)
+    dlq = by_name["prod-payments-dlq-not-empty"]
+    assert dlq["Threshold"] == 0 and dlq["Dimensions"][0]["Value"] == "prod-payments-dlq"
+    assert by_name["prod-inventory-oldest"]["MetricName"] == "ApproximateAgeOfOldestMessage"
+    assert all(s["AlarmActions"] == ["arn:aws:sns:eu-west-1:123456789012:prod-system-health"]
+               for s in specs)
+    model = boto3.client("cloudwatch", region_name="eu-west-1").meta.service_model
+    shape = model.operation_model("PutMetricAlarm").input_shape
+    for spec in specs:
+        validate_parameters(spec, shape)  # raises ParamValidationError when malformed
