@@ -33,7 +33,7 @@ KEEP_PUBLISHED = timedelta(days=1)
 
 
 class Relay:
-    def __init__(self, rt: Runtime, *, idle_poll_s: float = 0.2) -> None:
+    def __init__(self, rt: Runtime, *, idle_poll_s: float = 0.5) -> None:
         self.rt = rt
         self.idle_poll_s = idle_poll_s
         self.sns = rt.aws_client("sns")
@@ -54,7 +54,7 @@ class Relay:
                                     "missing; run `pipeline provision`")
         return self._topics[topic]
 
-    def publish_pending(self, limit: int = 100) -> int:
+    def publish_pending(self, limit: int = 500) -> int:
         """One round: publish up to `limit` pending events; returns how many went out."""
         events = outbox.pending(self.rt.store.engine, limit)
         by_topic: dict[str, list[outbox.OutboxEvent]] = defaultdict(list)
@@ -90,7 +90,7 @@ class Relay:
             if time.monotonic() - last_purge > 600:
                 outbox.purge_published(self.rt.store.engine, KEEP_PUBLISHED)
                 last_purge = time.monotonic()
-            if not sent:
+            if sent < 100:  # a quiet moment: let events gather into full batches
                 self.stopping.wait(backoff)
 
 

@@ -141,31 +141,41 @@ class OrderStep(Task):
     # --- running a step ---------------------------------------------------
     def run_step(self, order_id: str, step: str,
                  body: Callable[[Runtime], StepResult]) -> StepResult:
+        """Run one attempt of a step and leave one timeline row for it.
+
+        The row is written once, when the attempt ends (one transaction, not
+        two): an attempt whose worker died leaves no row, and the next
+        attempt's number (SQS's receive count) shows the gap.
+        """
         rt = get_runtime()
         attempt = self.attempt
-        step_id = rt.store.begin_step(order_id, step, attempt, self.request.hostname or "")
+        started = datetime.now(UTC)
+
+        def record(outcome: str, detail: str | None) -> None:
+            rt.store.record_step(order_id, step, attempt, self.request.hostname or "",
+                                 started=started, outcome=outcome, detail=detail)
+
         try:
-            result = self.attempt_or_retry(
-                rt, body, on_retry=lambda note: rt.store.finish_step(step_id, "retry", note))
+            result = self.attempt_or_retry(rt, body, on_retry=lambda note: record("retry", note))
         except RetryableError as error:
-            rt.store.finish_step(step_id, "failed", f"gave up after {attempt} attempts: {error}")
+            record("failed", f"gave up after {attempt} attempts: {error}")
             self.give_up(rt, order_id, step, error)
             return StepResult.stop(OrderStatus.FAILED, (str(error),))
         except Deferred as deferral:
-            rt.store.finish_step(step_id, "deferred", str(deferral))
+            record("deferred", str(deferral))
             self.stop_chain()  # the chain travels on in the deferred copy
             return StepResult.stop(None, repeated=True, detail=str(deferral))
         except PermanentError as error:  # another attempt would fail the same way
-            rt.store.finish_step(step_id, "failed", f"{type(error).__name__}: {error}")
+            record("failed", f"{type(error).__name__}: {error}")
             self.give_up(rt, order_id, step, error)
             return StepResult.stop(OrderStatus.FAILED, (str(error),))
         except Reject:  # retrying in place: the step row already says so
             raise
         except Exception as error:
-            rt.store.finish_step(step_id, "error", f"{type(error).__name__}: {error}")
+            record("error", f"{type(error).__name__}: {error}")
             raise
         outcome = "repeated" if result.repeated else ("ok" if result.proceed else "stopped")
-        rt.store.finish_step(step_id, outcome, result.detail)
+        record(outcome, result.detail)
         return result
 
     def attempt_or_retry(self, rt: Runtime, body: Callable[[Runtime], T], *,

@@ -13,7 +13,6 @@ Plugged in through Celery's own extension point (``Celery(events=...)``).
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import celery
 from celery.app.events import Events as CeleryEvents
 from celery.events.dispatcher import EventDispatcher
+from kombu.asynchronous import get_event_loop
 
 from pipeline.monitoring.redaction import redact_event_fields
 
@@ -35,7 +35,9 @@ if not celery.__version__.startswith(CELERY_SERIES):
                       f"found {celery.__version__}: re-check BatchingDispatcher")
 
 # SQS and SNS take 256 KiB; kombu base64-encodes the body (4/3) inside an envelope.
-MAX_BATCH_BYTES = 120_000
+# A task event is ~0.6 KiB, at most ~2.5 KiB (Celery caps argument reprs at 1 KiB):
+# 60 events stay far below the limit without measuring each one.
+MAX_BATCH_EVENTS = 60
 
 
 class BatchingDispatcher(EventDispatcher):
@@ -46,17 +48,22 @@ class BatchingDispatcher(EventDispatcher):
         kwargs["buffer_limit"] = 10_000  # the timer and the byte cap flush first
         kwargs["on_send_buffered"] = None  # not every loop turn: on the timer
         self._wake = threading.Event()
-        self._flusher: threading.Thread | None = None
-        self._buffered_bytes = 0
+        self._flusher: Any = None  # the loop's timer entry, or a thread
+        self._buffered = 0
         super().__init__(*args, **kwargs)
         self.flush_interval_s = float(self.app.conf.get("pipeline_event_flush_s") or 1.0)
         self.on_send_buffered = self._on_buffered
 
     def _on_buffered(self) -> None:
-        if self._flusher is None or not self._flusher.is_alive():
-            self._flusher = threading.Thread(target=self._flush_forever,
-                                             name="event-flush", daemon=True)
-            self._flusher.start()
+        if self._flusher is not None:
+            return
+        hub = get_event_loop()
+        if hub is not None:  # a worker: flush on its event loop, no thread to contend with
+            self._flusher = hub.call_repeatedly(self.flush_interval_s, self._flush_once)
+            return
+        self._flusher = threading.Thread(target=self._flush_forever, name="event-flush",
+                                         daemon=True)
+        self._flusher.start()
 
     def send(self, type: str, blind: bool = False, utcoffset: Any = None,
              retry: bool = False, retry_policy: Any = None, Event: Any = None,
@@ -74,8 +81,8 @@ class BatchingDispatcher(EventDispatcher):
         if type == "worker-offline":
             self.flush(errors=False)
         else:
-            self._buffered_bytes += 400 + len(json.dumps(fields, default=str))
-            if self._buffered_bytes > MAX_BATCH_BYTES:
+            self._buffered += 1
+            if self._buffered >= 5 * MAX_BATCH_EVENTS:  # a busy second: flush early
                 self._wake.set()
         return result
 
@@ -83,10 +90,13 @@ class BatchingDispatcher(EventDispatcher):
         while not self._closed:
             self._wake.wait(self.flush_interval_s)
             self._wake.clear()
-            try:
-                self.flush(errors=True)
-            except Exception as error:  # a failed flush re-buffers; try next time
-                log.warning("could not publish buffered events: %s", error)
+            self._flush_once()
+
+    def _flush_once(self) -> None:
+        try:
+            self.flush(errors=True)
+        except Exception as error:  # a failed flush re-buffers; try next time
+            log.warning("could not publish buffered events: %s", error)
 
     def flush(self, errors: bool = True, groups: bool = True) -> None:
         """Publish every buffered group as ONE list message (Celery sends one per group)."""
@@ -100,34 +110,23 @@ class BatchingDispatcher(EventDispatcher):
             batches = [(group, list(events)) for group, events in self._group_buffer.items()
                        if events]
             merged = [event for _, events in batches for event in events]
-            self._buffered_bytes = 0
+            self._buffered = 0
             merged.sort(key=lambda e: e.get("clock") or 0)
-            for chunk in _chunks(merged, MAX_BATCH_BYTES):
-                self._publish(chunk, self.producer, "events.multi")
+            for start in range(0, len(merged), MAX_BATCH_EVENTS):
+                self._publish(merged[start:start + MAX_BATCH_EVENTS], self.producer,
+                              "events.multi")
             for group, events in batches:
                 del self._group_buffer[group][:len(events)]
 
     def close(self) -> None:
+        if self._flusher is not None and not isinstance(self._flusher, threading.Thread):
+            self._flusher.cancel()
         try:
             self.flush(errors=False)
         except Exception as error:
             log.warning("events buffered at close were not sent: %s", error)
         self._wake.set()
         super().close()
-
-
-def _chunks(events: list[dict[str, Any]], max_bytes: int) -> list[list[dict[str, Any]]]:
-    """Split a batch so that each message stays under `max_bytes` of JSON."""
-    chunks: list[list[dict[str, Any]]] = []
-    size = 0
-    for event in events:
-        length = len(json.dumps(event, default=str))
-        if not chunks or size + length > max_bytes:
-            chunks.append([])
-            size = 0
-        chunks[-1].append(event)
-        size += length
-    return chunks
 
 
 class Events(CeleryEvents):

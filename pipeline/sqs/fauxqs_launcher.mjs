@@ -68,6 +68,31 @@ const app = buildApp({
 });
 if (persistence) app.addHook("preClose", () => persistence.close());
 
+// Requests by API action, for `make bench` (requests and $ per order): SQS
+// speaks JSON (x-amz-target), SNS the query protocol (Action in the form).
+// A receive that returned no message is counted apart, as AWS bills it too.
+let counts = {};
+const count = (name) => { counts[name] = (counts[name] ?? 0) + 1; };
+app.addHook("preHandler", async (request) => {
+  if (request.method !== "POST") return;
+  const target = request.headers["x-amz-target"];
+  let action;
+  if (typeof target === "string") action = "SQS." + target.split(".").pop();
+  else if (request.body && typeof request.body === "object" && request.body.Action)
+    action = "SNS." + request.body.Action;
+  if (action) request.pipelineAction = action;
+});
+app.addHook("onSend", async (request, reply, payload) => {
+  const action = request.pipelineAction;
+  if (!action) return payload;
+  if (action === "SQS.ReceiveMessage" && typeof payload === "string" &&
+      !payload.includes('"Messages":[{')) count("SQS.ReceiveMessage(empty)");
+  else count(action);
+  return payload;
+});
+app.get("/_pipeline/requests", async () => counts);
+app.post("/_pipeline/requests/reset", async () => { counts = {}; return {}; });
+
 // AWS publishes a queue's ApproximateAgeOfOldestMessage to CloudWatch, which
 // fauxqs does not have; pipeline.monitoring.metrics reads it here instead:
 // {queueName: seconds} for every queue holding a message (bodies not sent).

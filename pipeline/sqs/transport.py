@@ -16,6 +16,7 @@ over SNS are in pipeline.sqs.broadcast; here:
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
@@ -47,6 +48,12 @@ RECEIVE_FAILURE_PAUSE_S = 1.0
 
 
 class Channel(BroadcastChannel):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._acks: dict[str, tuple[str | None, list[str]]] = {}  # queue URL -> receipts
+        self._ack_lock = threading.Lock()
+        self._ack_flush_scheduled = False
+        super().__init__(*args, **kwargs)
+
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
         properties = message.get("properties") or {}
         # A `redelivered` put only changes the visibility of the received
@@ -90,30 +97,80 @@ class Channel(BroadcastChannel):
             return
         super()._loop1(queue, messages_fetched)
 
+    # --- acks: one DeleteMessageBatch per event-loop turn --------------------
     def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
+        """Queue the delete; every ack of one event-loop turn goes in one batch.
+
+        kombu deletes each acked message with its own request (~0.75 ms of
+        botocore CPU and one emulator/AWS request each). Acks made during one
+        turn of the worker's event loop (or by pool threads meanwhile) are
+        deleted together before the loop polls again. On a FIFO queue the
+        delete is what unlocks the product's group, so it is made at once
+        (measured: batching it halved one product's rate). Pending deletes are
+        flushed when the channel closes; a delete lost in a crash only means
+        a redelivery, which every step absorbs.
+        """
         try:
             info = self.qos.get(delivery_tag).delivery_info
             receipt = info["sqs_message"]["ReceiptHandle"]
+            url = info["sqs_queue"]
         except KeyError:
             super().basic_ack(delivery_tag, multiple)
             return
         queue = self.canonical_queue_name(info["routing_key"]) if "routing_key" in info else None
+        if url.endswith(".fifo"):  # the delete unlocks the product's group: no waiting
+            self._delete_batch(url, queue, [receipt])
+            virtual.Channel.basic_ack(self, delivery_tag, multiple)
+            return
+        with self._ack_lock:
+            self._acks.setdefault(url, (queue, []))[1].append(receipt)
+            schedule = not self._ack_flush_scheduled
+            self._ack_flush_scheduled = True
+        if schedule:
+            hub = getattr(self, "hub", None)
+            if hub is None:
+                self.flush_acks()
+            elif threading.get_ident() == getattr(hub, "_loop_thread", None):
+                # A zero-delay timer fires before the loop polls again; call_soon
+                # from the loop's own thread would wait out the poll (up to 1 s).
+                hub.call_later(0, self.flush_acks)
+            else:  # a pool thread: call_soon is thread-safe and wakes the loop
+                hub.call_soon(self.flush_acks)
+        virtual.Channel.basic_ack(self, delivery_tag, multiple)
+
+    def flush_acks(self) -> None:
+        with self._ack_lock:
+            pending, self._acks = self._acks, {}
+            self._ack_flush_scheduled = False
+        for url, (queue, receipts) in pending.items():
+            for start in range(0, len(receipts), 10):
+                self._delete_batch(url, queue, receipts[start:start + 10])
+
+    def _delete_batch(self, url: str, queue: str | None, receipts: list[str]) -> None:
+        entries = [{"Id": str(n), "ReceiptHandle": r} for n, r in enumerate(receipts)]
         deadline = time.monotonic() + ACK_RETRY_S
         while True:
             try:
-                self.sqs(queue=queue).delete_message(QueueUrl=info["sqs_queue"],
-                                                     ReceiptHandle=receipt)
-                break
+                reply = self.sqs(queue=queue).delete_message_batch(QueueUrl=url, Entries=entries)
+                for failed in reply.get("Failed", []):  # e.g. a receipt from before a restart
+                    log.warning("SQS refused to delete an acked message: %s", failed)
+                return
             except (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError) as error:
                 if time.monotonic() > deadline:
-                    log.error("could not delete an acked message (%s); it comes back after "
-                              "its visibility timeout and its step absorbs the repeat", error)
-                    break
+                    log.error("could not delete %d acked message(s) (%s); they come back after "
+                              "their visibility timeout and their steps absorb the repeat",
+                              len(entries), error)
+                    return
                 time.sleep(0.5)
-            except ClientError as error:  # e.g. a receipt from before a broker restart
-                log.warning("SQS refused to delete an acked message: %s", error)
-                break
-        virtual.Channel.basic_ack(self, delivery_tag, multiple)
+            except ClientError as error:
+                log.warning("SQS refused to delete %d acked message(s): %s", len(entries),
+                            error)
+                return
+
+    def close(self) -> None:
+        if self._acks:
+            self.flush_acks()
+        super().close()
 
     # --- no long poll left behind on shutdown -------------------------------
     def _get_from_sqs(self, queue_name: str, queue_url: str, connection: Any,

@@ -155,19 +155,13 @@ class Store(StockLedger):
         return {status: count for status, count in rows}
 
     # -------------------------------------------------------------- timeline
-    def begin_step(self, order_id: str, step: str, attempt: int, worker: str) -> int:
+    def record_step(self, order_id: str, step: str, attempt: int, worker: str, *,
+                    started: datetime, outcome: str, detail: str | None = None) -> None:
+        """One attempt of a step, written when it ends."""
         with self.engine.begin() as conn:
-            result = conn.execute(insert(t.steps).values(
-                order_id=order_id, step=step, attempt=attempt, started_at=now(), worker=worker,
-            ))
-            key = result.inserted_primary_key
-            assert key is not None
-            return int(key[0])
-
-    def finish_step(self, step_id: int, outcome: str, detail: str | None = None) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(update(t.steps).where(t.steps.c.id == step_id)
-                         .values(finished_at=now(), outcome=outcome, detail=detail))
+            conn.execute(insert(t.steps).values(
+                order_id=order_id, step=step, attempt=attempt, started_at=started,
+                finished_at=now(), outcome=outcome, detail=detail, worker=worker))
 
     def step_done(self, order_id: str, step: str) -> bool:
         with self.engine.connect() as conn:

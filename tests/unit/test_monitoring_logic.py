@@ -3,12 +3,9 @@ redaction, event batches."""
 
 from __future__ import annotations
 
-import json
-
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.monitoring.events import _chunks
 from pipeline.monitoring.redaction import REDACTED, redact, redact_headers
 from pipeline.sqs.transient import (
     LEASE_TAG,
@@ -95,18 +92,6 @@ def test_argument_reprs_in_headers_are_masked_in_place() -> None:
     redact_headers(headers)
     assert headers == {"argsrepr": f"('{REDACTED}',)", "kwargsrepr": f"{{'email': '{REDACTED}'}}",
                        "id": "x"}
-
-
-@given(st.lists(st.dictionaries(st.sampled_from(["type", "uuid", "args"]),
-                                st.text(max_size=300), min_size=1), max_size=60),
-       st.integers(min_value=200, max_value=5000))
-def test_event_batches_keep_every_event_in_order_and_under_the_cap(
-        events: list[dict[str, str]], cap: int) -> None:
-    chunks = _chunks(events, cap)
-    assert [e for chunk in chunks for e in chunk] == events
-    for chunk in chunks:
-        size = sum(len(json.dumps(e)) for e in chunk)
-        assert size <= cap or len(chunk) == 1
 
 
 def test_every_queue_gets_backlog_and_age_alarms_and_every_dlq_a_not_empty_alarm() -> None:

@@ -1,0 +1,121 @@
+"""Orders scenarios: the pipeline as the Procfile runs it (Flower off and on), and
+stock Celery 5.7 defaults on the same workflow.
+
+Each run: a fresh emulator, queue prefix and database (bench.harness), the
+Procfile's worker lanes and relay (and Flower, for "Flower on"), a probe
+through every queue, then the load; requests are counted from the load's
+start to the last order's end, idle long polls and monitoring traffic included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.harness import in_subprocess, stack
+from bench.workload import (
+    Load,
+    drive,
+    measure,
+    per_order,
+    requests,
+    reset_requests,
+    stock_up,
+    wait_terminal,
+)
+from pipeline.procfile import ProcLine, read_procfile
+from pipeline.testing import WORKER_LANES, free_port
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    events: bool  # workers send events and answer remote control
+    flower: bool  # a Flower process receives them
+    stock: bool  # stock Celery 5.7 defaults instead of the project's tuning
+
+
+CONFIGS = {
+    "flower-off": Config("pipeline, Flower off", events=False, flower=False, stock=False),
+    "flower-on": Config("pipeline, Flower on", events=True, flower=True, stock=False),
+    "stock": Config("stock Celery 5.7 defaults", events=False, flower=False, stock=True),
+}
+
+
+def stock_line(line: ProcLine) -> ProcLine:
+    """A Procfile worker line on the stock app, with Celery's default prefetch."""
+    command = (line.command.replace("-A pipeline.app", "-A bench.stock_app")
+               .replace(" --prefetch-multiplier 8", "")
+               .replace("env CELERY_CUSTOM_WORKER_POOL=pipeline.worker_pool:ThreadPool ", "")
+               .replace("-P custom", "-P threads"))
+    return ProcLine(line.name, command)
+
+
+def run(work_dir: Path, config: Config, load: Load) -> dict[str, Any]:
+    tag = f"orders-{config.name.split(',')[0].split()[0]}-{load.label.replace('/', 'ps')}"
+    tag = tag.replace(" ", "")
+    env = {"PIPELINE_EVENTS": str(config.events).lower(),
+           "PIPELINE_FLOWER_PORT": str(free_port())}
+    with stack(work_dir, tag + ("-on" if config.flower else ""), extra_env=env) as s:
+        store = s.rt.store
+        stock_up(store, load.orders)
+        lines = {line.name: line for line in read_procfile()}
+        for name in (*WORKER_LANES, "relay"):
+            line = lines[name]
+            s.start(stock_line(line) if config.stock and name != "relay" else line)
+        if config.flower:
+            s.start(lines["flower"])
+        from pipeline.api import submit_order
+        from pipeline.demo import wait_for_lanes
+
+        wait_for_lanes(timeout=120)
+        endpoint = s.emulator.endpoint
+        reset_requests(endpoint)
+        cpu_before = s.cpu()
+        started = time.monotonic()
+        ids, lag = drive(load, submit_order)
+        timeout = 90.0 if load.rate is None else 60.0
+        completed = wait_terminal(store, ids, timeout)
+        wall = time.monotonic() - started
+        counts = requests(endpoint)
+        cpu = {k: v - cpu_before.get(k, 0.0) for k, v in s.cpu().items()}
+        result = measure(store, ids)
+        done = max(completed, 1)
+        return {
+            "system": config.name, "load": load.label, "rate": load.rate,
+            **result, "stalled": completed < len(ids), "producerLagSeconds": round(lag, 3),
+            "wallSeconds": round(wall, 1),
+            "requestsPerOrder": per_order(counts, completed),
+            "cpuMsPerOrder": {k: round(v / done * 1000, 2) for k, v in cpu.items()},
+            "workerCpuMsPerOrder": round(sum(v for k, v in cpu.items() if k != "emulator")
+                                         / done * 1000, 2),
+        }
+
+
+def scenario(work_dir: Path, config_key: str, load: Load) -> dict[str, Any]:
+    args = ["--config", config_key, "--work-dir", str(work_dir)]
+    if load.rate is None:
+        args += ["--burst", str(load.count)]
+    else:
+        args += ["--rate", str(load.rate), "--seconds", str(load.seconds)]
+    return in_subprocess("bench.orders", *args, timeout=600)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="one orders scenario; prints JSON")
+    parser.add_argument("--config", choices=sorted(CONFIGS), required=True)
+    parser.add_argument("--rate", type=float)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--burst", type=int, default=0)
+    parser.add_argument("--work-dir", type=Path, required=True)
+    args = parser.parse_args()
+    load = Load(None, count=args.burst) if args.burst else Load(args.rate, args.seconds)
+    print(json.dumps(run(args.work_dir, CONFIGS[args.config], load)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""The seed-style baseline: hand-written boto3 poll / process / delete consumers.
+
+Written the way ../shared/seeds/000_ff3a4fe974045652.txt writes its consumer
+(our own code): one process per step queue, each long-polling up to ten
+messages, processing them on a pool of five threads, deleting each one with
+its own request and sending the next step's message with its own request.
+The steps call the same services and write the same rows (timeline, ledgers,
+reservations, notifications) as the pipeline, so the work is the same; what
+it lacks is what the pipeline is for: per-product FIFO (lines are reserved
+in one message per order), retries with backoff, dead letters with reasons,
+compensation, monitoring.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.harness import in_subprocess, stack, wait_for
+from bench.workload import (
+    Load,
+    drive,
+    measure,
+    per_order,
+    requests,
+    reset_requests,
+    stock_up,
+    wait_terminal,
+)
+from pipeline.procfile import ProcLine, read_procfile
+from pipeline.runtime import Runtime, get_runtime
+from pipeline.services import inventory, notification, payment, shipping, validation
+from pipeline.services.outcome import StepResult
+
+STEPS = ("validate", "payment", "inventory", "shipping", "notification")
+
+
+def queue_name(prefix: str, step: str) -> str:
+    return f"{prefix}seed-{step}"
+
+
+def _reserve(rt: Runtime, order_id: str) -> StepResult:
+    result, lines = inventory.reservation_messages(rt.store, order_id)
+    for line in lines:  # every line in this one message: no per-product ordering
+        inventory.apply_update(rt.store, line, sequence=None, hold_s=1800)
+    inventory.reservation_fan_in(rt.store, order_id)
+    return result
+
+
+def _work(step: str, rt: Runtime, order_id: str) -> StepResult:
+    if step == "validate":
+        return validation.validate(rt.store, order_id, rt.rules)
+    if step == "payment":
+        return payment.authorize(rt.store, rt.gateway, order_id)
+    if step == "inventory":
+        return _reserve(rt, order_id)
+    if step == "shipping":
+        return shipping.ship(rt.store, rt.gateway, rt.carrier, order_id)
+    return notification.notify(rt.store, order_id)
+
+
+def consume(step: str) -> None:
+    """One consumer process: poll, process on five threads, delete, send the next."""
+    rt = get_runtime()
+    sqs = rt.aws_client("sqs")
+    prefix = rt.settings.queue_prefix
+    url = sqs.get_queue_url(QueueName=queue_name(prefix, step))["QueueUrl"]
+    following = STEPS.index(step) + 1
+    next_url = (sqs.get_queue_url(QueueName=queue_name(prefix, STEPS[following]))["QueueUrl"]
+                if following < len(STEPS) else None)
+    running = threading.Event()
+    running.set()
+    signal.signal(signal.SIGTERM, lambda *_: running.clear())
+
+    def process(message: dict[str, Any]) -> None:
+        try:
+            order_id = json.loads(message["Body"])["orderId"]
+            started = datetime.now(UTC)
+            result = _work(step, rt, order_id)
+            rt.store.record_step(order_id, step, 1, f"seed-{step}", started=started,
+                                 outcome="ok" if result.proceed else "stopped",
+                                 detail=result.detail)
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+            if next_url is not None and result.proceed:
+                sqs.send_message(QueueUrl=next_url,
+                                 MessageBody=json.dumps({"orderId": order_id}))
+        except Exception as error:  # as the seed does: the message comes back later
+            print(f"seed-{step}: {type(error).__name__}: {error}", file=sys.stderr)
+
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        while running.is_set():
+            got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
+                                      WaitTimeSeconds=10)
+            for future in [pool.submit(process, m) for m in got.get("Messages", [])]:
+                future.result()
+
+
+def run(work_dir: Path, load: Load) -> dict[str, Any]:
+    with stack(work_dir, f"seed-{load.label.replace('/', 'ps').replace(' ', '')}") as s:
+        rt = s.rt
+        sqs = rt.aws_client("sqs")
+        prefix = rt.settings.queue_prefix
+        for step in STEPS:
+            sqs.create_queue(QueueName=queue_name(prefix, step), Attributes={
+                "VisibilityTimeout": "300", "ReceiveMessageWaitTimeSeconds": "20"})
+        store = rt.store
+        stock_up(store, load.orders)
+        for step in STEPS:
+            s.start(ProcLine(f"seed-{step}", f"{sys.executable} -m bench.seedstyle "
+                             f"--consume {step}"))
+        # The store writes the same outbox events for it: publishing them is the same work.
+        s.start(next(line for line in read_procfile() if line.name == "relay"))
+        first = sqs.get_queue_url(QueueName=queue_name(prefix, "validate"))["QueueUrl"]
+
+        def submit(document: dict[str, Any]) -> str:
+            from pipeline.domain import parse_order
+
+            order = parse_order(document)
+            store.create_order(order)
+            sqs.send_message(QueueUrl=first, MessageBody=json.dumps({"orderId": order.order_id}))
+            return order.order_id
+
+        wait_for(lambda: sum(v for k, v in requests(s.emulator.endpoint).items()
+                             if k.startswith("SQS.ReceiveMessage")) >= len(STEPS),
+                 60, "every seed-style consumer polling")
+        reset_requests(s.emulator.endpoint)
+        cpu_before = s.cpu()
+        started = time.monotonic()
+        ids, lag = drive(load, submit)
+        completed = wait_terminal(store, ids, 90.0 if load.rate is None else 60.0)
+        wall = time.monotonic() - started
+        counts = requests(s.emulator.endpoint)
+        cpu = {k: v - cpu_before.get(k, 0.0) for k, v in s.cpu().items()}
+        done = max(completed, 1)
+        return {
+            "system": "seed-style boto3 consumers", "load": load.label, "rate": load.rate,
+            **measure(store, ids), "stalled": completed < len(ids),
+            "producerLagSeconds": round(lag, 3), "wallSeconds": round(wall, 1),
+            "requestsPerOrder": per_order(counts, completed),
+            "cpuMsPerOrder": {k: round(v / done * 1000, 2) for k, v in cpu.items()},
+            "workerCpuMsPerOrder": round(sum(v for k, v in cpu.items() if k != "emulator")
+                                         / done * 1000, 2),
+        }
+
+
+def scenario(work_dir: Path, load: Load) -> dict[str, Any]:
+    args = ["--work-dir", str(work_dir)]
+    args += (["--burst", str(load.count)] if load.rate is None
+             else ["--rate", str(load.rate), "--seconds", str(load.seconds)])
+    return in_subprocess("bench.seedstyle", *args, timeout=600)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="seed-style baseline; prints JSON")
+    parser.add_argument("--consume", choices=STEPS, help="run one consumer process")
+    parser.add_argument("--rate", type=float)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--burst", type=int, default=0)
+    parser.add_argument("--work-dir", type=Path)
+    args = parser.parse_args()
+    if args.consume:
+        consume(args.consume)
+        return
+    load = Load(None, count=args.burst) if args.burst else Load(args.rate, args.seconds)
+    print(json.dumps(run(args.work_dir, load)))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

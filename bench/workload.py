@@ -1,0 +1,178 @@
+"""Load and measurement shared by every orders scenario of `make bench`.
+
+Orders are the happy path (one or three lines, alternating), so every
+system under test does the same five steps and the same database work.
+Load is open loop: order i is submitted at start + i / rate whatever the
+system's state, by a few producer threads; a burst submits everything at
+once. Figures come from the order store (created_at -> terminal_at, step
+rows) and from the emulator (requests by API action, CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC
+from decimal import Decimal
+from statistics import quantiles
+from typing import Any
+
+from sqlalchemy import select
+
+from pipeline.demo import ADDRESS, CATALOG
+from pipeline.store import Store
+from pipeline.store import schema as t
+
+SQS_PRICE = 0.40  # USD per million requests (seed 000: cost model)
+SNS_PRICE = 0.50  # USD per million publishes (AWS list price; deliveries to SQS are free)
+
+
+@dataclass(frozen=True)
+class Load:
+    """An arrival rate for `seconds`, or (rate None) a burst of `count` orders."""
+
+    rate: float | None
+    seconds: float = 0.0
+    count: int = 0
+
+    @property
+    def orders(self) -> int:
+        return self.count if self.rate is None else round(self.rate * self.seconds)
+
+    @property
+    def label(self) -> str:
+        return f"burst {self.count}" if self.rate is None else f"{self.rate:g}/s"
+
+
+def bench_order(n: int) -> dict[str, Any]:
+    def line(sku: str, qty: int) -> dict[str, Any]:
+        return {"productId": sku, "quantity": qty, "price": str(CATALOG[sku][0])}
+
+    items = ([line("SKU-BOOK", 1)] if n % 2 == 0 else
+             [line("SKU-BOOK", 1), line("SKU-MUG", 2), line("SKU-PEN", 1)])
+    total = sum(Decimal(i["price"]) * i["quantity"] for i in items)
+    return {"orderId": f"b{uuid.uuid4().hex[:14]}", "customerId": f"c{n % 50}", "items": items,
+            "totalAmount": str(total), "currency": "USD", "priority": "normal",
+            "payment": {"token": "tok_visa"}, "shippingAddress": ADDRESS,
+            "contact": {"email": f"c{n % 50}@example.com"}}
+
+
+def stock_up(store: Store, orders: int) -> None:
+    for sku, (price, _) in CATALOG.items():
+        store.set_stock(sku, orders * 3 + 100, price=price)
+
+
+def drive(load: Load, submit: Callable[[dict[str, Any]], str], producers: int = 4
+          ) -> tuple[list[str], float]:
+    """Submit the load; returns the order ids and the worst producer lag (s)."""
+    documents = [bench_order(n) for n in range(load.orders)]
+    ids: list[str] = []
+    lag = [0.0]
+    lock = threading.Lock()
+    cursor = iter(range(len(documents)))
+    start = time.monotonic() + 0.2
+
+    def produce() -> None:
+        while True:
+            with lock:
+                n = next(cursor, None)
+            if n is None:
+                return
+            due = start + (n / load.rate if load.rate else 0.0)
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)  # the schedule itself (open loop), not a synchronization
+            order_id = submit(documents[n])
+            with lock:
+                ids.append(order_id)
+                lag[0] = max(lag[0], time.monotonic() - due)
+
+    threads = [threading.Thread(target=produce) for _ in range(producers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return ids, lag[0]
+
+
+def wait_terminal(store: Store, ids: list[str], timeout: float) -> int:
+    """Wait until every order is terminal or `timeout` passes; returns how many are."""
+    deadline = time.monotonic() + timeout
+    wanted = set(ids)
+    while True:
+        with store.engine.connect() as conn:
+            done = conn.execute(select(t.orders.c.id).where(
+                t.orders.c.id.in_(wanted), t.orders.c.terminal_at.is_not(None))).scalars().all()
+        if len(done) == len(wanted) or time.monotonic() > deadline:
+            return len(done)
+        time.sleep(0.25)
+
+
+def _cuts(values: list[float]) -> dict[str, float | None]:
+    if len(values) < 2:
+        return {"p50": None, "p95": None, "p99": None}
+    c = quantiles(sorted(values), n=100)
+    return {"p50": round(c[49], 4), "p95": round(c[94], 4), "p99": round(c[98], 4)}
+
+
+def measure(store: Store, ids: list[str]) -> dict[str, Any]:
+    """End-to-end and per-step latency, throughput and outcomes of these orders."""
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(t.orders.c.id, t.orders.c.status, t.orders.c.created_at,
+                                   t.orders.c.terminal_at).where(t.orders.c.id.in_(ids))).all()
+        steps = conn.execute(select(t.steps.c.step, t.steps.c.started_at,
+                                    t.steps.c.finished_at, t.steps.c.outcome)
+                             .where(t.steps.c.order_id.in_(ids))).all()
+
+    def utc(value: Any) -> Any:
+        return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
+
+    finished = [(utc(r.created_at), utc(r.terminal_at)) for r in rows if r.terminal_at]
+    latencies = [(end - begin).total_seconds() for begin, end in finished]
+    outcomes: dict[str, int] = defaultdict(int)
+    for r in rows:
+        outcomes[r.status] += 1
+    per_step: dict[str, list[float]] = defaultdict(list)
+    retries = 0
+    for step, started, ended, outcome in steps:
+        retries += outcome == "retry"
+        if ended is not None:
+            per_step[str(step).split(":", 1)[0]].append(
+                (utc(ended) - utc(started)).total_seconds())
+    span = ((max(e for _, e in finished) - min(b for b, _ in finished)).total_seconds()
+            if finished else 0.0)
+    return {
+        "orders": len(ids), "completed": len(finished), "outcomes": dict(outcomes),
+        "ordersPerSecond": round(len(finished) / span, 1) if span else 0.0,
+        "latency": _cuts(latencies),
+        "stepLatency": {name: _cuts(values) for name, values in sorted(per_step.items())},
+        "retries": retries,
+    }
+
+
+def requests(endpoint: str) -> dict[str, int]:
+    with urllib.request.urlopen(endpoint + "/_pipeline/requests", timeout=10) as reply:
+        counts: dict[str, int] = json.loads(reply.read())
+    return counts
+
+
+def reset_requests(endpoint: str) -> None:
+    urllib.request.urlopen(urllib.request.Request(
+        endpoint + "/_pipeline/requests/reset", method="POST", data=b""), timeout=10).close()
+
+
+def per_order(counts: dict[str, int], orders: int) -> dict[str, Any]:
+    """Requests per completed order by action, totals, and list-price cost."""
+    if not orders:
+        return {"byAction": {}, "sqs": None, "sns": None, "usdPerMillionOrders": None}
+    by_action = {k: round(v / orders, 3) for k, v in sorted(counts.items())}
+    sqs = sum(v for k, v in counts.items() if k.startswith("SQS.")) / orders
+    sns = sum(v for k, v in counts.items() if k.startswith("SNS.")) / orders
+    return {"byAction": by_action, "sqs": round(sqs, 2), "sns": round(sns, 2),
+            "usdPerMillionOrders": round(sqs * SQS_PRICE + sns * SNS_PRICE, 2)}
