@@ -177,7 +177,9 @@ def run_demo(count: int, *, exit_when_done: bool, timeout: float) -> int:
                           f"({len(latencies)} orders)")
         console.print("audit: " + ("[green]clean[/]" if report_.clean
                                    else "[red]" + "; ".join(report_.violations) + "[/]"))
-        console.print(f"Flower: http://{settings.flower_address}:{settings.flower_port}")
+        console.print(f"Flower: http://{settings.flower_address}:{settings.flower_port}   "
+                      f"metrics: http://{settings.metrics_address}:{settings.metrics_port}"
+                      "/metrics   live table: pipeline monitor")
         ok = len(latencies) == len(wanted) and report_.clean
         if exit_when_done:
             return 0 if ok else 1

@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, text
 
+from config.settings import PROJECT_ROOT
 from pipeline.procfile import ProcessGroup, read_procfile
 
 T = TypeVar("T")
@@ -35,6 +38,22 @@ def wait_until(condition: Callable[[], T], *, timeout: float, interval: float = 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {message}")
         time.sleep(interval)
+
+
+def run_cli(env: dict[str, str], *args: str, stdin: str | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run `pipeline ARGS...` as a user would, with `env` on top of this environment."""
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=PROJECT_ROOT,
+                          text=True, input=stdin, capture_output=True, timeout=timeout,
+                          env={**os.environ, **env})
+
+
+def stock_catalog(store: Any, times: int = 1) -> None:
+    """Put the demo catalog in stock (`times` its demo quantities)."""
+    from pipeline.demo import CATALOG
+
+    for sku, (price, quantity) in CATALOG.items():
+        store.set_stock(sku, quantity * times, price=price)
 
 
 def free_port() -> int:

@@ -19,6 +19,8 @@ from config.topology import QUEUES, TOPICS, QueueSpec
 from pipeline.errors import BrokerUnavailable, ProvisioningError
 
 IMMUTABLE = ("FifoQueue",)
+# Actions AWS authorizes only on Resource "*" (no resource-level permissions).
+UNSCOPED_ACTIONS = ("cloudwatch:GetMetricData",)
 
 
 @dataclass
@@ -182,9 +184,11 @@ def iam_policy(settings: Settings, account_id: str = "*") -> dict[str, Any]:
                         "sns:ListSubscriptionsByTopic", "sns:ListTopics"],
              "Resource": [f"arn:aws:sns:{region}:{account_id}:{prefix}celeryev",
                           f"arn:aws:sns:{region}:{account_id}:{prefix}celery-pidbox"]},
-            {"Sid": "Alarms", "Effect": "Allow",
-             "Action": ["cloudwatch:PutMetricAlarm", "cloudwatch:GetMetricData"],
-             "Resource": "*"},
+            {"Sid": "Alarms", "Effect": "Allow", "Action": ["cloudwatch:PutMetricAlarm"],
+             "Resource": [f"arn:aws:cloudwatch:{region}:{account_id}:alarm:{prefix}*"]},
+            # GetMetricData has no resource-level permissions: AWS accepts only "*".
+            {"Sid": "MetricsRead", "Effect": "Allow", "Action": list(UNSCOPED_ACTIONS),
+             "Resource": ["*"]},
             {"Sid": "Provisioning", "Effect": "Allow",
              "Action": ["sqs:CreateQueue", "sqs:GetQueueUrl", "sqs:GetQueueAttributes",
                         "sqs:SetQueueAttributes", "sns:CreateTopic", "sns:ListTopics"],

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.demo import CATALOG, sample_order
-from pipeline.testing import wait_until
+from pipeline.demo import sample_order
+from pipeline.testing import run_cli, stock_catalog, wait_until
 from tests.fixtures import Pipeline
 
 pytestmark = pytest.mark.acceptance
@@ -20,15 +20,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def cli(pipeline: Pipeline, *args: str, stdin: str | None = None
         ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=ROOT, text=True,
-                          input=stdin, capture_output=True, timeout=60,
-                          env={**os.environ, **pipeline.env})
+    return run_cli(pipeline.env, *args, stdin=stdin)
 
 
 @pytest.fixture(autouse=True)
 def stocked(pipeline: Pipeline) -> Pipeline:
-    for sku, (price, quantity) in CATALOG.items():
-        pipeline.rt.store.set_stock(sku, quantity, price=price)
+    stock_catalog(pipeline.rt.store)
     return pipeline
 
 

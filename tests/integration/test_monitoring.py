@@ -20,10 +20,10 @@ import pytest
 from config.celery import EVENT_QUEUE_PREFIX
 from pipeline import get_order, submit_order
 from pipeline.app import app
-from pipeline.demo import CATALOG, sample_order
+from pipeline.demo import sample_order
 from pipeline.procfile import ProcessGroup, ProcLine, Running, read_procfile
 from pipeline.sqs.transient import LEASE_TAG
-from pipeline.testing import WORKER_LANES, free_port, wait_until
+from pipeline.testing import WORKER_LANES, free_port, stock_catalog, wait_until
 from tests.fixtures import ARTIFACTS, Pipeline
 
 pytestmark = [pytest.mark.integration,
@@ -71,8 +71,7 @@ def online(flower: Flower) -> set[str]:
 
 @pytest.fixture(scope="module")
 def flower(pipeline: Pipeline) -> Iterator[Flower]:
-    for sku, (price, quantity) in CATALOG.items():
-        pipeline.rt.store.set_stock(sku, quantity * 10, price=price)
+    stock_catalog(pipeline.rt.store, 10)
     running = start_flower(pipeline, pipeline.log_dir / "flower")
     # Events sent before its queue is subscribed are not for it: wait until it hears
     # every lane (a heartbeat comes every 10 s).
@@ -145,6 +144,13 @@ def test_inspect_ping_is_answered_by_every_lane_within_5s(pipeline: Pipeline) ->
     assert lane_nodes() <= set(replies), replies
     assert all(reply == {"ok": "pong"} for reply in replies.values())
     assert elapsed < 5, f"inspect ping took {elapsed:.1f}s"
+    for command, check in (("stats", lambda r: "pool" in r and "total" in r),
+                           ("active", lambda r: isinstance(r, list))):
+        done = celery_cli(pipeline, "inspect", command, "--timeout", "3", "--json")
+        assert done.returncode == 0, done.stderr
+        replies = json.loads(done.stdout.strip().splitlines()[-1])
+        assert lane_nodes() <= set(replies) and all(check(r) for r in replies.values()), (
+            command, replies)
 
 
 def test_revoking_a_queued_step_cancels_its_order_through_compensation(

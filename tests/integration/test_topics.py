@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from pipeline import get_order, submit_order
-from pipeline.demo import CATALOG, sample_order
+from pipeline.demo import sample_order
 from pipeline.store import outbox
-from pipeline.testing import wait_until
+from pipeline.testing import stock_catalog, wait_until
 from tests.fixtures import Pipeline
 
 pytestmark = pytest.mark.integration
@@ -57,8 +57,7 @@ class Subscriber:
 
 @pytest.fixture
 def subscribers(pipeline: Pipeline) -> Iterator[dict[str, Subscriber]]:
-    for sku, (price, quantity) in CATALOG.items():
-        pipeline.rt.store.set_stock(sku, quantity, price=price)
+    stock_catalog(pipeline.rt.store)
     subs = {
         "finished": Subscriber(pipeline, "order-status", {"terminal": ["true"]}),
         "captures": Subscriber(pipeline, "payment-events", {"kind": ["capture"]}),
@@ -115,8 +114,7 @@ def test_each_topic_delivers_what_its_filter_policy_asks_for(
 def test_every_status_change_is_announced_once_and_in_order(pipeline: Pipeline) -> None:
     """The outbox row is written in the transition's own transaction: one event per
     change, in the order the changes happened."""
-    for sku, (price, quantity) in CATALOG.items():
-        pipeline.rt.store.set_stock(sku, quantity, price=price)
+    stock_catalog(pipeline.rt.store)
     order_id = submit_order(sample_order("single", 702))
     wait_until(lambda: get_order(order_id)["terminal"], timeout=60, message="the order")
     from sqlalchemy import select

@@ -68,3 +68,13 @@ def test_broker_url_carries_the_emulator_host_and_port_and_real_aws_uses_the_cha
 def test_backoff_is_at_least_one_second_and_never_above_the_cap(attempt: int, seed: int) -> None:
     delay = backoff_seconds(attempt, base=1.0, cap=30.0, rng=random.Random(seed))
     assert 1 <= delay <= 30
+
+
+def test_env_example_lists_every_setting() -> None:
+    """.env.example is where users look for settings: none may be missing from it."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
+    missing = [f"PIPELINE_{name.upper()}" for name in Settings.model_fields
+               if f"PIPELINE_{name.upper()}" not in text]
+    assert not missing, f"add to .env.example: {missing}"
