@@ -18,6 +18,7 @@ from celery.worker import state as worker_state
 from celery.worker.strategy import default as default_strategy
 
 from pipeline.group_gate import GroupGate
+from pipeline.sqs.eventloop import run_soon
 from tasks.base import OrderStep
 
 log = logging.getLogger("pipeline.fifo")
@@ -59,8 +60,8 @@ def group_serial(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Callable[
 
     def soon(callback: Callable[[], None]) -> None:
         hub = getattr(consumer, "hub", None)
-        if hub is not None:
-            hub.call_soon(callback)  # the pool's callbacks may come from other threads
+        if hub is not None:  # the pool's callbacks may come from other threads
+            run_soon(hub, callback)
         else:
             callback()
 

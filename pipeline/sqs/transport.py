@@ -32,6 +32,7 @@ from vine import promise
 
 from pipeline.errors import FifoGroupMissing
 from pipeline.sqs.broadcast import BroadcastChannel
+from pipeline.sqs.eventloop import run_soon
 
 # Overrides below reach into kombu's SQS channel (_put, _on_messages_ready,
 # _loop1, _get_from_sqs, _lookup, ...): checked against this release only.
@@ -95,6 +96,11 @@ class Channel(BroadcastChannel):
         if self.__dict__.pop("_receive_failed", False) and hub is not None:
             hub.call_later(RECEIVE_FAILURE_PAUSE_S, self._schedule_queue, queue)  # no spinning
             return
+        if messages_fetched and hub is not None:
+            # kombu schedules the next receive with call_soon from the loop's thread,
+            # which waits for the current poll to return (see pipeline.sqs.eventloop).
+            run_soon(hub, self._schedule_queue, queue)
+            return
         super()._loop1(queue, messages_fetched)
 
     # --- acks: one DeleteMessageBatch per event-loop turn --------------------
@@ -130,12 +136,8 @@ class Channel(BroadcastChannel):
             hub = getattr(self, "hub", None)
             if hub is None:
                 self.flush_acks()
-            elif threading.get_ident() == getattr(hub, "_loop_thread", None):
-                # A zero-delay timer fires before the loop polls again; call_soon
-                # from the loop's own thread would wait out the poll (up to 1 s).
-                hub.call_later(0, self.flush_acks)
-            else:  # a pool thread: call_soon is thread-safe and wakes the loop
-                hub.call_soon(self.flush_acks)
+            else:
+                run_soon(hub, self.flush_acks)
         virtual.Channel.basic_ack(self, delivery_tag, multiple)
 
     def flush_acks(self) -> None:
