@@ -32,7 +32,11 @@ def fifo_section(work_dir: Path, *, updates: int, quick: bool) -> tuple[list[str
         lanes = [lane for lane in lanes if lane.name.startswith(("solo x1", "prefork"))]
     for lane in lanes:
         for products in (1, 8):
-            result = fifo.scenario(work_dir, lane, products=products, updates=updates)
+            try:
+                result = fifo.scenario(work_dir, lane, products=products, updates=updates)
+            except Exception as error:  # reported in the run's output, the rest goes on
+                print(f"  fifo {lane.name} {products}: FAILED {error}", flush=True)
+                continue
             rows.append(result)
             print(f"  fifo {lane.name:22} {products} product(s): "
                   f"{result['updatesPerSecond']:7.1f} updates/s, "
@@ -60,9 +64,16 @@ def fifo_section(work_dir: Path, *, updates: int, quick: bool) -> tuple[list[str
         worker_ms = sum(v for k, v in cpu.items() if k != "emulator")
         lines.append(
             f"| {r['lane']} | {r['products']} | {r['updatesPerSecond']} | {ratio} | {versus} | "
-            f"{r['orderingViolations']} | {'yes' if r['stockCorrect'] else 'NO'} | "
+            f"{r['orderingViolations']} | "
+            f"{_stock_column(r)} | "
             f"{worker_ms:.2f} | {cpu['emulator']:.2f} |")
     return lines, rows
+
+
+def _stock_column(r: dict[str, Any]) -> str:
+    if r.get("timedOut"):
+        return f"timed out: {r['applied']} of {r['updates']} applied"
+    return "yes" if r["stockCorrect"] else "NO"
 
 
 def orders_section(work_dir: Path, loads: list[Load], systems: dict[str, list[Load]]
@@ -72,8 +83,12 @@ def orders_section(work_dir: Path, loads: list[Load], systems: dict[str, list[Lo
         for system in SYSTEMS:
             if load not in systems.get(system, []):
                 continue
-            result = (seedstyle.scenario(work_dir, load) if system == "seed"
-                      else orders.scenario(work_dir, system, load))
+            try:
+                result = (seedstyle.scenario(work_dir, load) if system == "seed"
+                          else orders.scenario(work_dir, system, load))
+            except Exception as error:  # reported in the run's output, the rest goes on
+                print(f"  {system} {load.label}: FAILED {error}", flush=True)
+                continue
             rows.append(result)
             print(f"  {result['system']:28} {load.label:>10}: "
                   f"{result['completed']}/{result['orders']} done, "
