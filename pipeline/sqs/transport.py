@@ -45,6 +45,10 @@ __all__ = ["Channel", "Transport"]
 
 log = logging.getLogger("pipeline.sqs")
 ACK_RETRY_S = 15.0
+# Deletes of acked messages wait this long to go out together. Nothing waits on
+# them: the prefetch slot is freed at once and the next step was published before
+# the ack; a crash in the window only means a redelivery, which steps absorb.
+ACK_BATCH_WINDOW_S = 0.1
 RECEIVE_FAILURE_PAUSE_S = 1.0
 
 
@@ -105,12 +109,12 @@ class Channel(BroadcastChannel):
 
     # --- acks: one DeleteMessageBatch per event-loop turn --------------------
     def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
-        """Queue the delete; every ack of one event-loop turn goes in one batch.
+        """Queue the delete; the acks of a short window go out in one batch.
 
         kombu deletes each acked message with its own request (~0.75 ms of
-        botocore CPU and one emulator/AWS request each). Acks made during one
-        turn of the worker's event loop (or by pool threads meanwhile) are
-        deleted together before the loop polls again. On a FIFO queue the
+        botocore CPU and one emulator/AWS request each). Acks made within
+        ACK_BATCH_WINDOW_S (on the loop or by pool threads) are deleted together
+        with DeleteMessageBatch. On a FIFO queue the
         delete is what unlocks the product's group, so it is made at once
         (measured: batching it halved one product's rate). Pending deletes are
         flushed when the channel closes; a delete lost in a crash only means
@@ -137,7 +141,7 @@ class Channel(BroadcastChannel):
             if hub is None:
                 self.flush_acks()
             else:
-                run_soon(hub, self.flush_acks)
+                run_soon(hub, hub.call_later, ACK_BATCH_WINDOW_S, self.flush_acks)
         virtual.Channel.basic_ack(self, delivery_tag, multiple)
 
     def flush_acks(self) -> None:
