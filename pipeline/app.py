@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import before_task_publish, worker_init, worker_process_init
+from celery.signals import before_task_publish, worker_init, worker_process_init, worker_ready
 
 from config.celery import celery_config
 from config.settings import load_settings
@@ -77,3 +77,18 @@ def _fresh_resources_after_fork(**_: Any) -> None:
     from pipeline.runtime import reset_runtime
 
     reset_runtime(close=False)
+    from pipeline.warmup import warm_in_background
+
+    warm_in_background(app)
+
+
+@worker_ready.connect
+def _warm_in_process_pool(sender: Any = None, **_: Any) -> None:
+    # Threads and solo pools run tasks in this process; prefork children warm
+    # themselves after the fork (above).
+    from celery.concurrency.prefork import TaskPool as PreforkPool
+
+    from pipeline.warmup import warm_in_background
+
+    if not isinstance(getattr(sender, "pool", None), PreforkPool):
+        warm_in_background(app)

@@ -1,0 +1,55 @@
+"""Build a worker process's clients before its first task, not during it.
+
+Measured in the bench at 10 orders/s: the first task a fresh pool process ran
+took 300-370 ms instead of 2-12 ms (a boto3 session loading the SQS model,
+kombu's channel listing the queues, the database connection), so the first
+~12 orders after a start took 0.5-1 s and set the run's p95. Warming runs in a
+daemon thread: a prefork child must report itself alive within
+worker_proc_alive_timeout, and during a broker outage these calls can block
+for seconds. A failure here only means the first task builds what is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from sqlalchemy import text
+
+__all__ = ["warm_in_background", "warm_process"]
+
+log = logging.getLogger("pipeline.warmup")
+
+
+def warm_process(app: Any) -> float:
+    """Build this process's runtime and one broker producer; returns seconds taken."""
+    from pipeline.runtime import get_runtime
+
+    started = time.monotonic()
+    runtime = get_runtime()
+    with runtime.store.engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+    runtime.sqs  # noqa: B018 - building the client is the point
+    # The producer goes back to Celery's pool with its connection and channel
+    # (queue URLs listed and cached), ready for the first task's publish.
+    with app.producer_or_acquire() as producer:
+        producer.channel  # noqa: B018
+    return time.monotonic() - started
+
+
+def warm_in_background(app: Any) -> threading.Thread:
+    def run() -> None:
+        try:
+            took = warm_process(app)
+        except Exception as error:  # the first task builds it for real, or fails clearly
+            log.warning("process %d not warmed (%s: %s); its first task builds its "
+                        "clients", os.getpid(), type(error).__name__, error)
+            return
+        log.info("process %d warmed in %.0f ms", os.getpid(), took * 1000)
+
+    thread = threading.Thread(target=run, name="pipeline-warmup", daemon=True)
+    thread.start()
+    return thread
