@@ -26,6 +26,7 @@ from pipeline import workflow
 from pipeline.procfile import ProcLine
 from pipeline.services.inventory import StockOp, StockUpdate
 from pipeline.store import schema as t
+from pipeline.store.db import reading
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def lanes() -> list[Lane]:
 
 
 def _applied(store: Any) -> int:
-    with store.engine.connect() as conn:
+    with reading(store.engine) as conn:
         return int(conn.execute(select(func.count()).select_from(t.stock_updates).where(
             t.stock_updates.c.applied_at.is_not(None))).scalar_one())
 
@@ -81,7 +82,7 @@ def run(work_dir: Path, lane: Lane, *, products: int, updates: int,
         wall = time.monotonic() - started
         applied = _applied(store)
         cpu = {k: v - cpu_before.get(k, 0.0) for k, v in s.cpu().items()}
-        with store.engine.connect() as conn:
+        with reading(store.engine) as conn:
             first, last = conn.execute(select(func.min(t.stock_updates.c.applied_at),
                                               func.max(t.stock_updates.c.applied_at))).one()
         span = max((last - first).total_seconds(), 1e-6) if first else 1e-6

@@ -28,6 +28,7 @@ from sqlalchemy import select
 from pipeline.demo import ADDRESS, CATALOG
 from pipeline.store import Store
 from pipeline.store import schema as t
+from pipeline.store.db import reading
 
 SQS_PRICE = 0.40  # USD per million requests (seed 000: cost model)
 SNS_PRICE = 0.50  # USD per million publishes (AWS list price; deliveries to SQS are free)
@@ -106,7 +107,7 @@ def wait_terminal(store: Store, ids: list[str], timeout: float) -> int:
     deadline = time.monotonic() + timeout
     wanted = set(ids)
     while True:
-        with store.engine.connect() as conn:
+        with reading(store.engine) as conn:
             done = conn.execute(select(t.orders.c.id).where(
                 t.orders.c.id.in_(wanted), t.orders.c.terminal_at.is_not(None))).scalars().all()
         if len(done) == len(wanted) or time.monotonic() > deadline:
@@ -123,7 +124,7 @@ def _cuts(values: list[float]) -> dict[str, float | None]:
 
 def measure(store: Store, ids: list[str]) -> dict[str, Any]:
     """End-to-end and per-step latency, throughput and outcomes of these orders."""
-    with store.engine.connect() as conn:
+    with reading(store.engine) as conn:
         rows = conn.execute(select(t.orders.c.id, t.orders.c.status, t.orders.c.created_at,
                                    t.orders.c.terminal_at).where(t.orders.c.id.in_(ids))).all()
         steps = conn.execute(select(t.steps.c.step, t.steps.c.started_at,

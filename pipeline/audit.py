@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from pipeline.domain import TERMINAL
 from pipeline.store import Store
 from pipeline.store import schema as t
+from pipeline.store.db import reading
 
 
 @dataclass
@@ -42,7 +43,7 @@ def _max(conn: Any, query: Any) -> int:
 
 
 def audit(store: Store, *, require_terminal: bool = True) -> AuditReport:
-    with store.engine.connect() as conn:
+    with reading(store.engine) as conn:
         by_status: dict[str, int] = dict(conn.execute(
             select(t.orders.c.status, func.count()).group_by(t.orders.c.status)).all())
         captures = (select(func.count().label("n")).select_from(t.payments)

@@ -19,6 +19,7 @@ from pipeline.audit import audit
 from pipeline.domain import TERMINAL
 from pipeline.procfile import ProcessGroup, read_procfile
 from pipeline.runtime import get_runtime
+from pipeline.store.db import reading
 
 console = Console()
 
@@ -95,7 +96,7 @@ def wait_for_lanes(timeout: float = 60.0) -> None:
     pending = {spec.name for spec in QUEUES}
     deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline:
-        with store.engine.connect() as conn:  # each consumed probe leaves a key
+        with reading(store.engine) as conn:  # each consumed probe leaves a key
             keys = conn.execute(select(t.idempotency_keys.c.key).where(
                 t.idempotency_keys.c.key.like(f"probe:{token}:%"))).scalars().all()
         pending -= {key.split(":", 3)[2] for key in keys}

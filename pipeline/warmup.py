@@ -27,10 +27,11 @@ log = logging.getLogger("pipeline.warmup")
 def warm_process(app: Any) -> float:
     """Build this process's runtime and one broker producer; returns seconds taken."""
     from pipeline.runtime import get_runtime
+    from pipeline.store.db import reading
 
     started = time.monotonic()
     runtime = get_runtime()
-    with runtime.store.engine.connect() as connection:
+    with reading(runtime.store.engine) as connection:
         connection.execute(text("SELECT 1"))
     runtime.sqs  # noqa: B018 - building the client is the point
     # The producer goes back to Celery's pool with its connection and channel

@@ -30,6 +30,7 @@ from sqlalchemy import select
 from config.topology import QUEUES
 from pipeline.runtime import Runtime
 from pipeline.store import schema as t
+from pipeline.store.db import reading
 
 __all__ = ["QueueStats", "Snapshot", "StepStats", "snapshot"]
 
@@ -131,7 +132,7 @@ def _cloudwatch_oldest(rt: Runtime, names: list[str]) -> dict[str, float]:
 
 
 def _step_stats(rt: Runtime) -> list[StepStats]:
-    with rt.store.engine.connect() as conn:
+    with reading(rt.store.engine) as conn:
         rows = conn.execute(
             select(t.steps.c.step, t.steps.c.outcome, t.steps.c.started_at,
                    t.steps.c.finished_at)

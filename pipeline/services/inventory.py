@@ -19,6 +19,7 @@ from pipeline.domain import OrderStatus, reached
 from pipeline.services.outcome import StepResult
 from pipeline.store import Store
 from pipeline.store import schema as t
+from pipeline.store.db import reading
 from pipeline.store.stock import PublishedUpdate, now
 
 
@@ -139,7 +140,7 @@ def stale_holds(store: Store) -> list[str]:
     from sqlalchemy import select
 
     stamp = now()
-    with store.engine.connect() as conn:
+    with reading(store.engine) as conn:
         rows = conn.execute(
             select(t.reservations.c.order_id).distinct()
             .join(t.orders, t.orders.c.id == t.reservations.c.order_id)

@@ -1,6 +1,6 @@
 """The order store: SQLAlchemy Core on SQLite (WAL) or PostgreSQL."""
 
-from pipeline.store.db import create_db_engine, create_schema
+from pipeline.store.db import create_db_engine, create_schema, reading
 from pipeline.store.repository import Store
 
-__all__ = ["Store", "create_db_engine", "create_schema"]
+__all__ = ["Store", "create_db_engine", "create_schema", "reading"]

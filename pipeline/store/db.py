@@ -1,15 +1,27 @@
-"""Engines: SQLite in WAL mode with a busy timeout, or PostgreSQL via psycopg 3."""
+"""Engines: SQLite in WAL mode with a busy timeout, or PostgreSQL via psycopg 3.
+
+Writes use `engine.begin()`; reads use `reading(engine)`, which on SQLite
+starts a plain (deferred) transaction: in WAL mode a reader sees a snapshot
+and never waits for the writer, whereas BEGIN IMMEDIATE would queue every
+read behind every write of every worker process.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 
 from pipeline.store.schema import metadata
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
+READ_ONLY = "pipeline_read_only"  # execution option set by reading()
+
+
+def reading(engine: Engine) -> Connection:
+    """A connection for reads only (use as a context manager; never commit on it)."""
+    return engine.connect().execution_options(**{READ_ONLY: True})
 
 
 def create_db_engine(url: str) -> Engine:
@@ -33,8 +45,11 @@ def create_db_engine(url: str) -> Engine:
             cursor.close()
 
         @event.listens_for(engine, "begin")
-        def _sqlite_begin_immediate(connection: Any) -> None:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        def _sqlite_begin(connection: Any) -> None:
+            if connection.get_execution_options().get(READ_ONLY):
+                connection.exec_driver_sql("BEGIN")  # a snapshot; takes no lock
+            else:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)

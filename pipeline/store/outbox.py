@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 
 from pipeline.store import schema as t
+from pipeline.store.db import reading
 from pipeline.store.stock import now
 
 __all__ = ["OutboxEvent", "mark_published", "pending", "purge_published", "record"]
@@ -77,7 +78,7 @@ class OutboxEvent(dict[str, Any]):
 
 
 def pending(engine: Engine, limit: int = 100) -> list[OutboxEvent]:
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         rows = conn.execute(select(t.outbox).where(t.outbox.c.published_at.is_(None))
                             .order_by(t.outbox.c.id).limit(limit)).mappings().all()
     return [OutboxEvent(row) for row in rows]

@@ -21,6 +21,7 @@ from pipeline.errors import OrderConflict, OrderNotFound
 from pipeline.services.breaker_state import BreakerRow, BreakerState
 from pipeline.store import outbox
 from pipeline.store import schema as t
+from pipeline.store.db import reading
 from pipeline.store.stock import StockLedger, now
 
 
@@ -79,7 +80,7 @@ class Store(StockLedger):
         return True
 
     def order(self, order_id: str) -> dict[str, Any]:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             row = conn.execute(select(t.orders).where(t.orders.c.id == order_id)).mappings().first()
         if row is None:
             raise OrderNotFound(f"no order with id {order_id!r}")
@@ -89,7 +90,7 @@ class Store(StockLedger):
         return OrderStatus(self.order(order_id)["status"])
 
     def lines(self, order_id: str) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             rows = conn.execute(
                 select(t.order_lines).where(t.order_lines.c.order_id == order_id)
                 .order_by(t.order_lines.c.sku)
@@ -144,11 +145,11 @@ class Store(StockLedger):
                        t.orders.c.terminal_at).order_by(t.orders.c.created_at).limit(limit)
         if status:
             query = query.where(t.orders.c.status == status)
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
 
     def count_by_status(self) -> dict[str, int]:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             rows = conn.execute(
                 select(t.orders.c.status, func.count()).group_by(t.orders.c.status)
             ).all()
@@ -164,7 +165,7 @@ class Store(StockLedger):
                 finished_at=now(), outcome=outcome, detail=detail, worker=worker))
 
     def step_done(self, order_id: str, step: str) -> bool:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             found = conn.execute(select(t.steps.c.id).where(
                 t.steps.c.order_id == order_id, t.steps.c.step == step,
                 t.steps.c.outcome.in_(["ok", "repeated"])).limit(1)).first()
@@ -172,7 +173,7 @@ class Store(StockLedger):
 
     def first_failure(self, order_id: str, step: str) -> datetime | None:
         """When this step of the order first failed (retry, failure or error)."""
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             stamp = conn.execute(select(func.min(t.steps.c.started_at)).where(
                 t.steps.c.order_id == order_id, t.steps.c.step == step,
                 t.steps.c.outcome.in_(("retry", "failed", "error")))).scalar_one_or_none()
@@ -182,7 +183,7 @@ class Store(StockLedger):
 
     # ------------------------------------------------------------ breakers
     def breaker_row(self, name: str) -> BreakerRow:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             row = conn.execute(select(t.circuit_breakers).where(
                 t.circuit_breakers.c.name == name)).mappings().first()
         if row is None:
@@ -212,11 +213,11 @@ class Store(StockLedger):
             return bool(swapped)
 
     def breakers(self) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             return [dict(r) for r in conn.execute(select(t.circuit_breakers)).mappings()]
 
     def timeline(self, order_id: str) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             rows = conn.execute(select(t.steps).where(t.steps.c.order_id == order_id)
                                 .order_by(t.steps.c.id)).mappings().all()
         return [dict(r) for r in rows]
@@ -232,7 +233,7 @@ class Store(StockLedger):
         return inserted
 
     def payment_entries(self, order_id: str) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             rows = conn.execute(select(t.payments).where(t.payments.c.order_id == order_id)
                                 .order_by(t.payments.c.id))
             return [dict(r) for r in rows.mappings()]
@@ -244,7 +245,7 @@ class Store(StockLedger):
             "created_at": now()})
 
     def shipment(self, order_id: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             row = conn.execute(select(t.shipments).where(t.shipments.c.order_id == order_id)
                                ).mappings().first()
         return dict(row) if row else None
@@ -256,7 +257,7 @@ class Store(StockLedger):
             "recipient": recipient, "body": body, "created_at": now()})
 
     def notifications(self, order_id: str) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             rows = conn.execute(select(t.notifications).where(
                 t.notifications.c.order_id == order_id).order_by(t.notifications.c.id))
             return [dict(r) for r in rows.mappings()]

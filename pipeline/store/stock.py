@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from pipeline.store import schema as t
+from pipeline.store.db import reading
 
 
 def now() -> datetime:
@@ -71,7 +72,7 @@ class StockLedger:
         return {k: row[k] for k in ("available", "reserved", "shipped")}
 
     def catalog(self, skus: Iterable[str]) -> dict[str, dict[str, Any]]:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             rows = conn.execute(select(t.products).where(t.products.c.sku.in_(list(skus))))
             return {r.sku: dict(r._mapping) for r in rows}
 
@@ -79,11 +80,11 @@ class StockLedger:
         query = (select(t.products.c.sku, t.products.c.price, t.stock.c.available,
                         t.stock.c.reserved, t.stock.c.shipped)
                  .join(t.stock, t.stock.c.sku == t.products.c.sku).order_by(t.products.c.sku))
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
 
     def stock_history(self, sku: str) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             rows = conn.execute(select(t.stock_movements).where(t.stock_movements.c.sku == sku)
                                 .order_by(t.stock_movements.c.id)).mappings().all()
         return [dict(r) for r in rows]
@@ -129,7 +130,7 @@ class StockLedger:
         """Per product: updates published and not yet applied, and the oldest's age."""
         stamp = now()
         pending = t.stock_updates.c.applied_at.is_(None) & t.stock_updates.c.result.is_(None)
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             rows = conn.execute(
                 select(t.stock_updates.c.sku, func.count().label("updates"),
                        func.min(t.stock_updates.c.published_at).label("oldest"))
@@ -146,7 +147,7 @@ class StockLedger:
 
     def ordering_violations(self) -> list[str]:
         """Products whose updates were applied out of their SQS sequence order."""
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             rows = conn.execute(
                 select(t.stock_movements.c.sku, t.stock_movements.c.sqs_sequence)
                 .where(t.stock_movements.c.sqs_sequence.is_not(None))
@@ -276,13 +277,13 @@ class StockLedger:
         return True
 
     def line_states(self, order_id: str) -> dict[str, str]:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             rows = conn.execute(select(t.reservations.c.sku, t.reservations.c.state).where(
                 t.reservations.c.order_id == order_id)).all()
         return {sku: state for sku, state in rows}
 
     def reservations(self, order_id: str) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             rows = conn.execute(select(t.reservations).where(
                 t.reservations.c.order_id == order_id).order_by(t.reservations.c.sku))
             return [dict(r) for r in rows.mappings()]
