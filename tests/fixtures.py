@@ -5,6 +5,7 @@ PostgreSQL database. The workflow suite runs once per database."""
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -24,6 +25,7 @@ from pipeline.testing import (
     postgres_database,
     postgres_reachable,
     restore_environment,
+    run_cli,
     worker_lanes,
 )
 
@@ -71,6 +73,10 @@ class Pipeline:
     @property
     def rt(self) -> Runtime:
         return get_runtime()
+
+    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run `pipeline ARGS...` against this pipeline, as a user would."""
+        return run_cli(self.env, *args, stdin=stdin)
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])

@@ -3,35 +3,22 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from pipeline.demo import sample_order
 from pipeline.procfile import ProcLine
-from pipeline.testing import free_port, run_cli, stock_catalog, wait_until
+from pipeline.testing import free_port, wait_until
 from tests.fixtures import Pipeline
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.parametrize("pipeline", ["sqlite"],
                                                                 indirect=True)]
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def cli(pipeline: Pipeline, *args: str, stdin: str | None = None
-        ) -> subprocess.CompletedProcess[str]:
-    return run_cli(pipeline.env, *args, stdin=stdin)
-
-
-@pytest.fixture(autouse=True)
-def stocked(pipeline: Pipeline) -> Pipeline:
-    stock_catalog(pipeline.rt.store)
-    return pipeline
 
 
 def status(pipeline: Pipeline, order_id: str) -> dict[str, object]:
-    return dict(json.loads(cli(pipeline, "status", order_id, "--json").stdout))
+    return dict(json.loads(pipeline.cli("status", order_id, "--json").stdout))
 
 
 def test_cancel_stops_an_order_waiting_for_payment_and_leaves_a_finished_one_alone(
@@ -40,14 +27,14 @@ def test_cancel_stops_an_order_waiting_for_payment_and_leaves_a_finished_one_alo
     line = lanes.live("payments").line
     lanes.stop_one(lanes.live("payments"))  # its authorization waits in the queue
     try:
-        waiting = cli(pipeline, "submit", "-", stdin=json.dumps(sample_order("single", 800)))
+        waiting = pipeline.cli("submit", "-", stdin=json.dumps(sample_order("single", 800)))
         order_id = waiting.stdout.strip()
         wait_until(lambda: status(pipeline, order_id)["status"] == "VALIDATED", timeout=30,
                    message="validation")
-        cancelled = cli(pipeline, "cancel", order_id, "--reason", "customer asked")
+        cancelled = pipeline.cli("cancel", order_id, "--reason", "customer asked")
         assert cancelled.returncode == 0, cancelled.stderr
         assert "cancelled" in cancelled.stdout
-        again = cli(pipeline, "cancel", order_id)
+        again = pipeline.cli("cancel", order_id)
         assert again.returncode == 0 and "already_ending" in again.stdout
     finally:
         lanes.start(line)
@@ -57,23 +44,23 @@ def test_cancel_stops_an_order_waiting_for_payment_and_leaves_a_finished_one_alo
     # The queued authorization ran after the cancel and found nothing to do.
     assert ended["payments"] == []
 
-    shipped = cli(pipeline, "submit", "-", stdin=json.dumps(sample_order("single", 801)))
+    shipped = pipeline.cli("submit", "-", stdin=json.dumps(sample_order("single", 801)))
     shipped_id = shipped.stdout.strip()
     wait_until(lambda: status(pipeline, shipped_id)["status"] == "COMPLETED", timeout=60,
                message="the other order")
-    finished = cli(pipeline, "cancel", shipped_id)
+    finished = pipeline.cli("cancel", shipped_id)
     assert finished.returncode == 0 and "already_ending" in finished.stdout
     assert status(pipeline, shipped_id)["status"] == "COMPLETED"
-    missing = cli(pipeline, "cancel", "no-such-order")
+    missing = pipeline.cli("cancel", "no-such-order")
     assert missing.returncode == 2 and "no order with id" in missing.stderr
 
 
 def test_monitor_and_metrics_show_queues_steps_and_dead_letter_queues(
         pipeline: Pipeline) -> None:
-    done = cli(pipeline, "submit", "-", stdin=json.dumps(sample_order("multi", 802)))
+    done = pipeline.cli("submit", "-", stdin=json.dumps(sample_order("multi", 802)))
     order_id = done.stdout.strip()
     wait_until(lambda: status(pipeline, order_id)["terminal"], timeout=60, message="the order")
-    shown = cli(pipeline, "monitor", "--json")
+    shown = pipeline.cli("monitor", "--json")
     assert shown.returncode == 0, shown.stderr
     snap = json.loads(shown.stdout)
     queues = {q["queue"]: q for q in snap["queues"]}
@@ -82,7 +69,7 @@ def test_monitor_and_metrics_show_queues_steps_and_dead_letter_queues(
     assert all(q["oldest_age_s"] is not None for q in queues.values()), snap["notes"]
     steps = {s["step"] for s in snap["steps"]}
     assert {"validate", "authorize_payment", "reserve", "ship", "notify"} <= steps
-    table = cli(pipeline, "monitor", "--once")
+    table = pipeline.cli("monitor", "--once")
     assert table.returncode == 0 and "inventory.fifo" in table.stdout
 
     port = free_port()
@@ -109,7 +96,7 @@ def test_monitor_and_metrics_show_queues_steps_and_dead_letter_queues(
 
 
 def test_provision_alarms_on_the_emulator_says_what_it_would_create(pipeline: Pipeline) -> None:
-    result = cli(pipeline, "provision", "--alarms")
+    result = pipeline.cli("provision", "--alarms")
     assert result.returncode == 0, result.stderr
     assert "has no CloudWatch" in result.stderr
     assert "payments-dlq-not-empty" in result.stderr
