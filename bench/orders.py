@@ -11,22 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.harness import in_subprocess, stack
-from bench.workload import (
-    Load,
-    drive,
-    measure,
-    per_order,
-    requests,
-    reset_requests,
-    stock_up,
-    wait_terminal,
-)
+from bench.workload import Load, run_load, stock_up
 from pipeline.procfile import ProcLine, read_procfile
 from pipeline.testing import WORKER_LANES, free_port
 
@@ -61,8 +51,7 @@ def run(work_dir: Path, config: Config, load: Load) -> dict[str, Any]:
     env = {"PIPELINE_EVENTS": str(config.events).lower(),
            "PIPELINE_FLOWER_PORT": str(free_port())}
     with stack(work_dir, tag + ("-on" if config.flower else ""), extra_env=env) as s:
-        store = s.rt.store
-        stock_up(store, load.orders)
+        stock_up(s.rt.store, load.orders)
         lines = {line.name: line for line in read_procfile()}
         for name in (*WORKER_LANES, "relay"):
             line = lines[name]
@@ -73,27 +62,7 @@ def run(work_dir: Path, config: Config, load: Load) -> dict[str, Any]:
         from pipeline.demo import wait_for_lanes
 
         wait_for_lanes(timeout=120)
-        endpoint = s.emulator.endpoint
-        reset_requests(endpoint)
-        cpu_before = s.cpu()
-        started = time.monotonic()
-        ids, lag = drive(load, submit_order)
-        timeout = 90.0 if load.rate is None else 60.0
-        completed = wait_terminal(store, ids, timeout)
-        wall = time.monotonic() - started
-        counts = requests(endpoint)
-        cpu = {k: v - cpu_before.get(k, 0.0) for k, v in s.cpu().items()}
-        result = measure(store, ids)
-        done = max(completed, 1)
-        return {
-            "system": config.name, "load": load.label, "rate": load.rate,
-            **result, "stalled": completed < len(ids), "producerLagSeconds": round(lag, 3),
-            "wallSeconds": round(wall, 1),
-            "requestsPerOrder": per_order(counts, completed),
-            "cpuMsPerOrder": {k: round(v / done * 1000, 2) for k, v in cpu.items()},
-            "workerCpuMsPerOrder": round(sum(v for k, v in cpu.items() if k != "emulator")
-                                         / done * 1000, 2),
-        }
+        return run_load(s, config.name, load, submit_order)
 
 
 def scenario(work_dir: Path, config_key: str, load: Load) -> dict[str, Any]:

@@ -19,23 +19,13 @@ import os
 import signal
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bench.harness import in_subprocess, stack, wait_for
-from bench.workload import (
-    Load,
-    drive,
-    measure,
-    per_order,
-    requests,
-    reset_requests,
-    stock_up,
-    wait_terminal,
-)
+from bench.workload import Load, requests, run_load, stock_up
 from pipeline.procfile import ProcLine, read_procfile
 from pipeline.runtime import Runtime, get_runtime
 from pipeline.services import inventory, notification, payment, shipping, validation
@@ -132,24 +122,7 @@ def run(work_dir: Path, load: Load) -> dict[str, Any]:
         wait_for(lambda: sum(v for k, v in requests(s.emulator.endpoint).items()
                              if k.startswith("SQS.ReceiveMessage")) >= len(STEPS),
                  60, "every seed-style consumer polling")
-        reset_requests(s.emulator.endpoint)
-        cpu_before = s.cpu()
-        started = time.monotonic()
-        ids, lag = drive(load, submit)
-        completed = wait_terminal(store, ids, 90.0 if load.rate is None else 60.0)
-        wall = time.monotonic() - started
-        counts = requests(s.emulator.endpoint)
-        cpu = {k: v - cpu_before.get(k, 0.0) for k, v in s.cpu().items()}
-        done = max(completed, 1)
-        return {
-            "system": "seed-style boto3 consumers", "load": load.label, "rate": load.rate,
-            **measure(store, ids), "stalled": completed < len(ids),
-            "producerLagSeconds": round(lag, 3), "wallSeconds": round(wall, 1),
-            "requestsPerOrder": per_order(counts, completed),
-            "cpuMsPerOrder": {k: round(v / done * 1000, 2) for k, v in cpu.items()},
-            "workerCpuMsPerOrder": round(sum(v for k, v in cpu.items() if k != "emulator")
-                                         / done * 1000, 2),
-        }
+        return run_load(s, "seed-style boto3 consumers", load, submit)
 
 
 def scenario(work_dir: Path, load: Load) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from bench.harness import Stack
 from pipeline.demo import ADDRESS, CATALOG
 from pipeline.store import Store
 from pipeline.store import schema as t
@@ -177,3 +178,28 @@ def per_order(counts: dict[str, int], orders: int) -> dict[str, Any]:
     sns = sum(v for k, v in counts.items() if k.startswith("SNS.")) / orders
     return {"byAction": by_action, "sqs": round(sqs, 2), "sns": round(sns, 2),
             "usdPerMillionOrders": round(sqs * SQS_PRICE + sns * SNS_PRICE, 2)}
+
+
+def run_load(s: Stack, system: str, load: Load,
+             submit: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
+    """Drive `load` through `submit` on a started stack and measure the run: latency,
+    requests per order counted from the load's start, CPU per order per process."""
+    store = s.rt.store
+    reset_requests(s.emulator.endpoint)
+    cpu_before = s.cpu()
+    started = time.monotonic()
+    ids, lag = drive(load, submit)
+    completed = wait_terminal(store, ids, 90.0 if load.rate is None else 60.0)
+    wall = time.monotonic() - started
+    counts = requests(s.emulator.endpoint)
+    cpu = {k: v - cpu_before.get(k, 0.0) for k, v in s.cpu().items()}
+    done = max(completed, 1)
+    return {
+        "system": system, "load": load.label, "rate": load.rate,
+        **measure(store, ids), "stalled": completed < len(ids),
+        "producerLagSeconds": round(lag, 3), "wallSeconds": round(wall, 1),
+        "requestsPerOrder": per_order(counts, completed),
+        "cpuMsPerOrder": {k: round(v / done * 1000, 2) for k, v in cpu.items()},
+        "workerCpuMsPerOrder": round(sum(v for k, v in cpu.items() if k != "emulator")
+                                     / done * 1000, 2),
+    }
