@@ -22,7 +22,6 @@ from typing import Any
 from sqlalchemy import func, select
 
 from bench.harness import describe, in_subprocess, procfile_line, stack, wait_for
-from pipeline import workflow
 from pipeline.procfile import ProcLine
 from pipeline.services.inventory import StockOp, StockUpdate
 from pipeline.store import schema as t
@@ -73,7 +72,8 @@ def run(work_dir: Path, lane: Lane, *, products: int, updates: int,
             store.set_stock(sku, 0, price=Decimal(1))
         backlog = [StockUpdate(f"r{n:06d}", skus[n % products], 1 + n % 3, StockOp.RESTOCK)
                    for n in range(updates)]
-        workflow.publish_stock_updates(store, backlog)
+        store.record_published(backlog)
+        s.rt.publisher.stock_updates(backlog)
         cpu_before = s.cpu()
         started = time.monotonic()
         s.start(*lane.lines)

@@ -26,6 +26,8 @@ from typing import Any
 
 from bench.harness import in_subprocess, stack, wait_for
 from bench.workload import Load, requests, run_load, stock_up
+from pipeline import workflow
+from pipeline.domain import OrderStatus, StockOp
 from pipeline.procfile import ProcLine, read_procfile
 from pipeline.runtime import Runtime, get_runtime
 from pipeline.services import inventory, notification, payment, shipping, validation
@@ -39,18 +41,25 @@ def queue_name(prefix: str, step: str) -> str:
 
 
 def _reserve(rt: Runtime, order_id: str) -> StepResult:
-    result, lines = inventory.reservation_messages(rt.store, order_id)
-    for line in lines:  # every line in this one message: no per-product ordering
-        inventory.apply_update(rt.store, line, sequence=None, hold_s=1800)
-    inventory.reservation_fan_in(rt.store, order_id)
-    return result
+    state = rt.store.order_state(order_id)
+    for sku, _ in state.lines:  # every line in this one message: no per-product ordering
+        update = state.update(sku, StockOp.RESERVE)
+        status = inventory.check_update(rt.store, update)
+        inventory.apply_update(rt.store, update, status=status, sequence=None, hold_s=1800)
+    decision, short = workflow.reservation_fan_in(rt.store.order_state(order_id))
+    if decision is workflow.FanIn.RESERVED:
+        rt.store.transition(order_id, OrderStatus.RESERVED, expected=[OrderStatus.RESERVING])
+        return StepResult.go("reserved")
+    rt.store.transition(order_id, OrderStatus.COMPENSATING, expected=[OrderStatus.RESERVING],
+                        outcome=OrderStatus.OUT_OF_STOCK, reasons=list(short))
+    return StepResult.stop(OrderStatus.OUT_OF_STOCK, short)
 
 
 def _work(step: str, rt: Runtime, order_id: str) -> StepResult:
     if step == "validate":
         return validation.validate(rt.store, order_id, rt.rules)
     if step == "payment":
-        return payment.authorize(rt.store, rt.gateway, order_id)
+        return payment.authorize(rt.store, rt.gateway, order_id)[0]
     if step == "inventory":
         return _reserve(rt, order_id)
     if step == "shipping":

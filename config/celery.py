@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from kombu.entity import Exchange, Queue
 
 from config.settings import Settings
-from config.topology import QUEUES, TASK_QUEUE
+from config.topology import QUEUES, TASK_QUEUE, Task
 
 # SQS system attributes every task can read from its request (sequence number
 # for FIFO audit trails, receive count for attempts).
@@ -121,6 +121,17 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_redirect_stdouts": False,
         "worker_disable_rate_limits": True,
         "worker_deduplicate_successful_tasks": False,
+        # Celery beat: the reconciler sweep (tasks.maintenance). In memory: a
+        # restarted beat simply sweeps at once, which the lease makes harmless.
+        "beat_scheduler": "celery.beat:Scheduler",
+        "beat_schedule": {
+            "reconcile": {
+                "task": Task.RECONCILE.value,
+                "schedule": settings.reconcile_interval_s,
+                "options": {"queue": TASK_QUEUE[Task.RECONCILE],
+                            "expires": settings.reconcile_interval_s},
+            },
+        },
         "enable_utc": True,
         "timezone": "UTC",
     }

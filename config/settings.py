@@ -62,6 +62,15 @@ class Settings(BaseSettings):
         "Event, mailbox and reply queues whose owner stopped renewing this long ago "
         "are removed by the janitor."))
 
+    # --- Reconciler and maintenance (Celery beat; pipeline.reconcile) ------------
+    reconcile_interval_s: float = Field(default=30.0, gt=0, le=3600, description=(
+        "How often beat runs the reconciler sweep (and the hold expiry)."))
+    reconcile_slack_s: float = Field(default=60.0, ge=0, le=86_400, description=(
+        "Added to each status's deadline (its next step's queue visibility x "
+        "maxReceiveCount) before an order without progress is re-driven."))
+    attention_retry_s: float = Field(default=60.0, gt=0, le=86_400, description=(
+        "An order waiting for attention (a compensation gave up) is retried this often."))
+
     # --- Database ----------------------------------------------------------
     database_url: str = Field(default=f"sqlite:///{VAR_DIR / 'pipeline.db'}")
 

@@ -28,6 +28,7 @@ __all__ = [
     "TOPICS",
     "QueueKind",
     "QueueSpec",
+    "Task",
     "lane_for",
     "markdown_table",
     "queue_by_name",
@@ -99,19 +100,44 @@ QUEUES: tuple[QueueSpec, ...] = (
 
 TOPICS: tuple[str, ...] = ("order-status", "payment-events", "inventory-alerts", "system-health")
 
+
+
+class Task(StrEnum):
+    """Every task name, declared once (decorators, routes and the workflow read these).
+
+    Names are part of the message format: a message already on a queue names
+    its task, so a name never changes once deployed.
+    """
+
+    VALIDATE = "tasks.validation.validate_order"
+    AUTHORIZE = "tasks.payment.authorize_payment"
+    RESERVE = "tasks.inventory.reserve_inventory"  # legacy hop: authorize fans out now
+    APPLY_LINE = "tasks.inventory.apply_line"
+    RESTOCK = "tasks.inventory.restock"
+    RELEASE = "tasks.inventory.release_inventory"
+    SHIP = "tasks.shipping.ship_order"
+    CANCEL_SHIPMENT = "tasks.shipping.cancel_shipment"
+    REVERSE_PAYMENT = "tasks.payment.reverse_payment"
+    NOTIFY = "tasks.notification.notify_customer"
+    LANE_PROBE = "tasks.notification.lane_probe"
+    RECONCILE = "tasks.maintenance.reconcile"
+
+
 # Which queue runs each task for a normal order. VIP orders move every task
 # that is not on a FIFO queue to the priority lane (see lane_for).
 TASK_QUEUE: dict[str, str] = {
-    "tasks.validation.validate_order": "orders",
-    "tasks.inventory.reserve_inventory": "orders",
-    "tasks.inventory.release_inventory": "orders",
-    "tasks.inventory.apply_line": "inventory.fifo",
-    "tasks.inventory.restock": "inventory.fifo",
-    "tasks.payment.authorize_payment": "payments",
-    "tasks.payment.reverse_payment": "payments",
-    "tasks.shipping.ship_order": "shipping",
-    "tasks.notification.notify_customer": "notifications",
-    "tasks.notification.lane_probe": "notifications",
+    Task.VALIDATE: "orders",
+    Task.RESERVE: "orders",
+    Task.RELEASE: "orders",
+    Task.APPLY_LINE: "inventory.fifo",
+    Task.RESTOCK: "inventory.fifo",
+    Task.AUTHORIZE: "payments",
+    Task.REVERSE_PAYMENT: "payments",
+    Task.SHIP: "shipping",
+    Task.CANCEL_SHIPMENT: "shipping",
+    Task.NOTIFY: "notifications",
+    Task.LANE_PROBE: "notifications",
+    Task.RECONCILE: "orders",
 }
 
 

@@ -22,15 +22,16 @@ def submit_order(order: Order | dict[str, Any]) -> str:
     order stays RECEIVED (visible in `pipeline orders --status RECEIVED`) and
     BrokerUnavailable is raised; submitting it again resumes it.
     """
-    from pipeline import workflow
+    from pipeline import steps
 
     parsed = order if isinstance(order, Order) else parse_order(order)
-    store = get_runtime().store
+    rt = get_runtime()
+    store = rt.store
     store.create_order(parsed)
     if store.status(parsed.order_id) is not OrderStatus.RECEIVED:
         return parsed.order_id
     try:
-        workflow.start(parsed.order_id, vip=parsed.vip)
+        steps.advance(rt.step_context(), parsed.order_id)
     except Exception as error:  # kombu wraps botocore/pycurl errors variously
         endpoint = get_runtime().settings.sqs_endpoint_url or "AWS SQS"
         raise BrokerUnavailable(
@@ -43,20 +44,25 @@ def submit_order(order: Order | dict[str, Any]) -> str:
 def restock(sku: str, quantity: int, *, restock_id: str | None = None) -> str:
     """Add delivered stock through inventory.fifo, behind every earlier update of
     the product; returns the restock id. Repeating a restock id is a no-op."""
+    import re
     import uuid
 
-    from pipeline import workflow
-    from pipeline.services.inventory import StockOp, StockUpdate
+    from pipeline.domain import StockOp, StockUpdate
+    from pipeline.keys import ID_PATTERN
 
-    if quantity < 1:
-        raise ValueError(f"restock of {sku}: quantity must be >= 1, got {quantity}")
-    store = get_runtime().store
+    if not 1 <= quantity <= 1_000_000:
+        raise ValueError(f"restock of {sku}: quantity must be 1-1000000, got {quantity}")
+    restock_id = restock_id or f"restock-{uuid.uuid4().hex[:12]}"
+    if not re.match(ID_PATTERN, restock_id) or len(restock_id) > 64:
+        raise ValueError(f"restock id {restock_id[:80]!r}: use 1-64 of [A-Za-z0-9_.-]")
+    rt = get_runtime()
+    store = rt.store
     if sku not in store.catalog([sku]):
         raise ValueError(f"restock of {sku}: not in the catalog (add it with `pipeline stock set`)")
-    restock_id = restock_id or f"restock-{uuid.uuid4().hex[:12]}"
+    update = StockUpdate(restock_id, sku, quantity, StockOp.RESTOCK)
+    store.record_published([update])
     try:
-        workflow.publish_stock_updates(
-            store, [StockUpdate(restock_id, sku, quantity, StockOp.RESTOCK)])
+        rt.publisher.stock_updates([update])
     except Exception as error:
         raise BrokerUnavailable(f"restock {restock_id} of {sku} could not be published: "
                                 f"{type(error).__name__}: {error}") from error
@@ -67,13 +73,13 @@ def cancel_order(order_id: str, *, reason: str = "cancelled on request") -> str:
     """Cancel an order that has not shipped; it ends CANCELLED through compensation
     (payment voided, stock released, customer told). Returns what happened: one
     of pipeline.services.cancellation.Cancellation's values. Safe to repeat."""
-    from pipeline import workflow
+    from pipeline import steps
     from pipeline.services.cancellation import Cancellation, cancel
 
-    store = get_runtime().store
-    outcome = cancel(store, order_id, reason)
+    rt = get_runtime()
+    outcome = cancel(rt.store, order_id, reason[:500])
     if outcome is Cancellation.CANCELLED:
-        workflow.compensate(order_id, vip=store.order(order_id)["priority"] == "vip")
+        steps.advance(rt.step_context(), order_id)
     return outcome.value
 
 

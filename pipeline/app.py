@@ -20,6 +20,7 @@ TASK_MODULES = [
     "tasks.shipping",
     "tasks.notification",
     "tasks.revocation",  # a revoked order step cancels its order
+    "tasks.maintenance",  # the reconciler, run by Celery beat
 ]
 
 # Events are batched (pipeline.monitoring.events), through Celery's own extension point.

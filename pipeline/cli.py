@@ -373,15 +373,16 @@ def stock_history(sku: str, as_json: bool) -> None:
 @stock.command("expire-holds")
 def stock_expire_holds() -> None:
     """Release stock held past PIPELINE_RESERVATION_HOLD_S by orders stuck before shipment."""
-    from pipeline import workflow
+    from pipeline import steps
     from pipeline.runtime import get_runtime
     from pipeline.services import inventory
 
-    store = get_runtime().store
+    rt = get_runtime()
+    store = rt.store
     expired = 0
     for order_id in inventory.stale_holds(store):
         if inventory.expire_hold(store, order_id):
-            workflow.compensate(order_id, vip=store.order(order_id)["priority"] == "vip")
+            steps.advance(rt.step_context(), order_id)
             expired += 1
             click.echo(f"{order_id}: hold expired, compensating")
     click.echo(f"{expired} order(s) expired")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -15,18 +16,25 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, field_validator
 
 from pipeline.errors import InvalidOrder
+from pipeline.keys import stock_update_id
 
 __all__ = [
+    "CANCELLABLE",
+    "PROGRESS",
     "TERMINAL",
     "TRANSITIONS",
+    "WINDING_DOWN",
     "Address",
     "Contact",
     "LineItem",
     "Order",
     "OrderStatus",
     "PaymentInfo",
+    "StockOp",
+    "StockUpdate",
     "can_transition",
     "parse_order",
+    "reached",
 ]
 
 Money = Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=2)]
@@ -107,22 +115,38 @@ def parse_order(data: Any) -> Order:
 
 
 class OrderStatus(StrEnum):
-    """Where an order is. Only the store changes it (see TRANSITIONS)."""
+    """Where an order is. Only the store changes it (see TRANSITIONS).
+
+    Two statuses are claims: a step moves the order into AUTHORIZING or
+    SHIPPING *before* it calls the gateway or the carrier, so nothing else
+    (a cancellation, a hold expiry) can end the order while an external effect
+    is in flight. Only the claiming step moves it on.
+    """
 
     RECEIVED = "RECEIVED"
-    """Stored and its workflow enqueued; validation has not run yet."""
+    """Stored; its workflow is enqueued (or will be, by the reconciler)."""
     VALIDATED = "VALIDATED"
     """Schema and business rules passed."""
+    AUTHORIZING = "AUTHORIZING"
+    """The payment step owns the order while it asks the gateway for an authorization.
+    A cancellation now is recorded and honoured by that step."""
     PAYMENT_AUTHORIZED = "PAYMENT_AUTHORIZED"
-    """The gateway authorized the total; nothing captured yet."""
+    """Authorized, lines not yet sent (only orders from before the payment step fanned
+    out the lines itself pass through here)."""
     RESERVING = "RESERVING"
-    """One reservation per line is on inventory.fifo; waiting for all of them."""
+    """Authorized; one reservation per line is on inventory.fifo; waiting for all of them."""
     RESERVED = "RESERVED"
     """Every line is reserved."""
+    SHIPPING = "SHIPPING"
+    """The shipping step owns the order: capture, then the carrier. Too late to cancel."""
     SHIPPED = "SHIPPED"
     """Shipment created and payment captured; the customer is being told."""
     COMPENSATING = "COMPENSATING"
-    """A step failed for good; completed steps are being undone. `outcome` says how it will end."""
+    """A step failed for good or the order was cancelled; completed steps are being
+    undone. `outcome` says how it will end, `compensating_from` where it left off."""
+    NEEDS_ATTENTION = "NEEDS_ATTENTION"
+    """Compensation could not finish (a step gave up): money or stock is not yet right.
+    Not terminal: the reconciler (or a DLQ redrive) retries until it is."""
     COMPLETED = "COMPLETED"
     """Terminal: shipped, captured, customer notified."""
     REJECTED = "REJECTED"
@@ -132,7 +156,7 @@ class OrderStatus(StrEnum):
     OUT_OF_STOCK = "OUT_OF_STOCK"
     """Terminal: a line could not be reserved; lines released, authorization voided."""
     SHIPPING_FAILED = "SHIPPING_FAILED"
-    """Terminal: the carrier refused; lines released, payment voided or refunded."""
+    """Terminal: the carrier refused; lines released, payment refunded."""
     CANCELLED = "CANCELLED"
     """Terminal: cancelled before shipment; compensated."""
     FAILED = "FAILED"
@@ -152,21 +176,29 @@ TERMINAL = frozenset({
 S = OrderStatus
 TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     S.RECEIVED: frozenset({S.VALIDATED, S.COMPENSATING}),
-    S.VALIDATED: frozenset({S.PAYMENT_AUTHORIZED, S.COMPENSATING}),
+    S.VALIDATED: frozenset({S.AUTHORIZING, S.COMPENSATING}),
+    S.AUTHORIZING: frozenset({S.RESERVING, S.COMPENSATING}),
     S.PAYMENT_AUTHORIZED: frozenset({S.RESERVING, S.COMPENSATING}),
     S.RESERVING: frozenset({S.RESERVED, S.COMPENSATING}),
-    S.RESERVED: frozenset({S.SHIPPED, S.COMPENSATING}),
+    S.RESERVED: frozenset({S.SHIPPING, S.COMPENSATING}),
+    S.SHIPPING: frozenset({S.SHIPPED, S.COMPENSATING}),
     S.SHIPPED: frozenset({S.COMPLETED}),
-    S.COMPENSATING: frozenset(TERMINAL - {S.COMPLETED}),
+    S.COMPENSATING: frozenset((TERMINAL - {S.COMPLETED}) | {S.NEEDS_ATTENTION}),
+    S.NEEDS_ATTENTION: frozenset({S.COMPENSATING}),
     **{terminal: frozenset() for terminal in TERMINAL},
 }
 
 # The order in which the happy path visits statuses; used to tell whether a
-# redelivered step's work is already done.
+# redelivered step's work is already done, and how far compensation must go back.
 PROGRESS: tuple[OrderStatus, ...] = (
-    S.RECEIVED, S.VALIDATED, S.PAYMENT_AUTHORIZED, S.RESERVING, S.RESERVED, S.SHIPPED,
-    S.COMPLETED,
+    S.RECEIVED, S.VALIDATED, S.AUTHORIZING, S.PAYMENT_AUTHORIZED, S.RESERVING, S.RESERVED,
+    S.SHIPPING, S.SHIPPED, S.COMPLETED,
 )
+# A cancellation wins at once from these; from AUTHORIZING it is recorded and the
+# payment step honours it; from SHIPPING on it is too late.
+CANCELLABLE = frozenset({S.RECEIVED, S.VALIDATED, S.PAYMENT_AUTHORIZED, S.RESERVING,
+                         S.RESERVED})
+WINDING_DOWN = frozenset({S.COMPENSATING, S.NEEDS_ATTENTION})
 
 
 def can_transition(current: OrderStatus, new: OrderStatus) -> bool:
@@ -178,3 +210,31 @@ def reached(current: OrderStatus, target: OrderStatus) -> bool:
     if current in PROGRESS and target in PROGRESS:
         return PROGRESS.index(current) >= PROGRESS.index(target)
     return False
+
+
+class StockOp(StrEnum):
+    RESERVE = "reserve"  # an order line takes stock
+    RELEASE = "release"  # compensation gives it back
+    RESTOCK = "restock"  # a delivery adds stock
+
+
+@dataclass(frozen=True)
+class StockUpdate:
+    """One message for inventory.fifo: group = product id, dedup = ref + product + op.
+
+    `ref` is the order id for reserve/release and the restock id for restock.
+    """
+
+    ref: str
+    sku: str
+    quantity: int
+    op: StockOp
+
+    @property
+    def group_id(self) -> str:
+        return self.sku
+
+    @property
+    def update_id(self) -> str:
+        """Its stock_updates key, which is also its MessageDeduplicationId."""
+        return stock_update_id(self.ref, self.sku, self.op.value)

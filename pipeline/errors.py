@@ -14,13 +14,13 @@ __all__ = [
     "FifoGroupMissing",
     "GatewayUnavailable",
     "InvalidOrder",
+    "InvalidTaskArguments",
     "OrderConflict",
     "OrderNotFound",
     "PermanentError",
     "PipelineError",
     "ProvisioningError",
     "RetryableError",
-    "ShipmentRefused",
     "StoreUnavailable",
 ]
 
@@ -72,8 +72,8 @@ class CircuitOpen(RetryableError):
         super().__init__(f"{system} circuit open: calls refused for {retry_after_s:.1f}s more")
 
 
-class ShipmentRefused(PermanentError):
-    """The carrier refused the shipment."""
+class InvalidTaskArguments(PermanentError):
+    """A task message asks for something the store says the pipeline never sent."""
 
 
 class OrderNotFound(PermanentError):

@@ -1,16 +1,18 @@
 """Per-process resources, built when a process starts (never at import).
 
 A Celery prefork child gets fresh ones after the fork (see pipeline.app), so
-no database connection or HTTP pool is shared across processes.
+no database connection or HTTP pool is shared across processes. Each resource
+is built once under a lock: the threads lanes run eight tasks at a time, and
+two of them must not build two engines.
 """
 
 from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import boto3
 from botocore.config import Config
@@ -23,20 +25,50 @@ from pipeline.services.validation import Rules
 from pipeline.sqs.heartbeat import VisibilityKeeper
 from pipeline.store import Store, create_db_engine
 
+if TYPE_CHECKING:
+    from pipeline.steps import Publisher, StepContext
+
+T = TypeVar("T")
+_build_lock = threading.RLock()
+
+
+class _once(Generic[T]):
+    """A cached property built at most once per instance, under one re-entrant lock
+    (a resource may build the ones it needs: the gateway builds the store)."""
+
+    def __init__(self, build: Callable[[Any], T]) -> None:
+        self.build = build
+        self.name = build.__name__
+        self.__doc__ = build.__doc__
+
+    def __get__(self, instance: Any, owner: Any = None) -> T:
+        if instance is None:
+            return self  # type: ignore[return-value]
+        cached = instance.__dict__.get(self.name, _MISSING)
+        if cached is _MISSING:
+            with _build_lock:
+                cached = instance.__dict__.get(self.name, _MISSING)
+                if cached is _MISSING:
+                    cached = instance.__dict__[self.name] = self.build(instance)
+        return cast(T, cached)
+
+
+_MISSING = object()
+
 
 @dataclass
 class Runtime:
     settings: Settings
 
-    @cached_property
+    @_once
     def store(self) -> Store:
         return Store(create_db_engine(self.settings.database_url))
 
-    @cached_property
+    @_once
     def rng(self) -> random.Random:
         return random.Random(self.settings.simulation_seed)
 
-    @cached_property
+    @_once
     def gateway(self) -> GuardedGateway:
         s = self.settings
         simulated = SimulatedGateway(self.store.engine, Faults(
@@ -46,14 +78,14 @@ class Runtime:
             s.gateway_breaker_failures, s.gateway_breaker_open_s))
         return GuardedGateway(simulated, breaker)
 
-    @cached_property
+    @_once
     def carrier(self) -> SimulatedCarrier:
         s = self.settings
         return SimulatedCarrier(self.store.engine, Faults(
             s.carrier_latency_ms, s.carrier_transient_error_rate, s.carrier_failure_rate,
             s.carrier_timeout_ms), self.rng)
 
-    @cached_property
+    @_once
     def rules(self) -> Rules:
         s = self.settings
         return Rules(s.max_quantity_per_line, s.max_lines_per_order, s.currencies)
@@ -66,13 +98,30 @@ class Runtime:
                           retries={"max_attempts": 3, "mode": "standard"}),
             **s.credentials())
 
-    @cached_property
+    @_once
     def sqs(self) -> Any:
         return self.aws_client("sqs")
 
-    @cached_property
+    @_once
     def visibility(self) -> VisibilityKeeper:
         return VisibilityKeeper(lambda: self.aws_client("sqs"))
+
+    @_once
+    def publisher(self) -> Publisher:
+        from pipeline.app import app
+        from pipeline.dispatch import CeleryPublisher
+
+        return CeleryPublisher(app)
+
+    def step_context(self, **delivery: Any) -> StepContext:
+        """A StepContext on this process's resources (`delivery`: attempt, worker, ...)."""
+        from pipeline.steps import StepContext
+
+        s = self.settings
+        return StepContext(store=self.store, gateway=self.gateway, carrier=self.carrier,
+                           rules=self.rules, publisher=self.publisher, rng=self.rng,
+                           hold_s=s.reservation_hold_s, low_stock_below=s.low_stock_below,
+                           inventory_fault_rate=s.inventory_transient_error_rate, **delivery)
 
     def close(self) -> None:
         if "store" in self.__dict__:

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,8 +24,8 @@ from pipeline.procfile import ProcessGroup, read_procfile
 
 T = TypeVar("T")
 WORKER_LANES = ("orders", "payments", "inventory", "notifications", "priority")
-# What a test pipeline runs: the Celery workers and the outbox relay.
-PIPELINE_LANES = (*WORKER_LANES, "relay")
+# What a test pipeline runs: the Celery workers, beat (the reconciler) and the relay.
+PIPELINE_LANES = (*WORKER_LANES, "beat", "relay")
 
 
 def wait_until(condition: Callable[[], T], *, timeout: float, interval: float = 0.1,
@@ -117,3 +118,133 @@ def postgres_reachable(admin_url: str) -> str | None:
         return None
     except Exception as error:  # any failure means: not usable here
         return f"{type(error).__name__}: {str(error).splitlines()[0]}"
+
+
+# ------------------------------------------------------------------ in memory
+class InMemoryBroker:
+    """A broker in a list, for the services-and-store tier (no SQS, no Celery).
+
+    It implements pipeline.steps.Publisher and runs deliveries the way the
+    workers do (pipeline.steps plus the retry decision), with SQS's semantics
+    where they matter: FIFO messages of one group are delivered one at a time
+    in publish order, a FIFO deduplication id already queued is dropped, a
+    retry keeps the message (its receive count grows), a crash leaves it until
+    maxReceiveCount and then moves it to the dead letters, a chain continues
+    only after a step that proceeded. Tests pick which message to deliver, so
+    they choose the interleaving.
+    """
+
+    def __init__(self) -> None:
+        from pipeline.workflow import Publish  # noqa: F401 - documents the protocol
+
+        self.queue: list[QueuedMessage] = []
+        self.dead: list[tuple[QueuedMessage, str]] = []
+        self._sequence = 0
+
+    # --- Publisher ---
+    def publish(self, order_id: str, items: Any, *, vip: bool) -> None:
+        from pipeline.workflow import Chain
+
+        for item in items:
+            if isinstance(item, Chain):
+                self._put(QueuedMessage(item.tasks[0], (order_id,), tuple(item.tasks[1:])))
+            else:
+                self.stock_updates(item.updates)
+
+    def stock_updates(self, updates: Any) -> None:
+        from config.topology import Task
+        from pipeline.domain import StockOp
+
+        for u in updates:
+            if u.op is StockOp.RESTOCK:
+                message = QueuedMessage(Task.RESTOCK, (u.ref, u.sku, u.quantity))
+            else:
+                message = QueuedMessage(Task.APPLY_LINE, (u.ref, u.sku, u.quantity, u.op.value))
+            message.group, message.dedup = u.group_id, u.update_id
+            if any(m.dedup == message.dedup for m in self.queue):
+                continue  # SQS drops a repeat within its deduplication window
+            self._put(message)
+
+    def _put(self, message: QueuedMessage) -> None:
+        self._sequence += 1
+        message.sequence = self._sequence
+        self.queue.append(message)
+
+    # --- delivering ---
+    def deliverable(self) -> list[QueuedMessage]:
+        """What a consumer could receive now: every standard message, and the head of
+        each FIFO group."""
+        heads: dict[str, QueuedMessage] = {}
+        ready = []
+        for message in sorted(self.queue, key=lambda m: m.sequence):
+            if message.group is None:
+                ready.append(message)
+            elif message.group not in heads:
+                heads[message.group] = message
+                ready.append(message)
+        return ready
+
+    def deliver(self, message: QueuedMessage, context: Callable[..., Any], *,
+                max_receives: int = 3) -> str:
+        """Run one delivery of `message`; `context(**delivery)` builds its StepContext.
+        Returns what happened: done, retry, deferred, dead or crash."""
+        from config.topology import queue_by_name
+        from pipeline import steps
+        from pipeline.retry import Defer, GiveUp, Retry, RetryPolicy
+
+        message.receives += 1
+        stopped: list[bool] = []
+        ctx = context(attempt=message.receives, in_chain=bool(message.then),
+                      sequence=str(message.sequence), stop_chain=lambda: stopped.append(True))
+        fifo = message.group is not None
+        try:
+            result = steps.attempt(ctx, message.task, message.args)
+        except Exception as error:
+            spec = queue_by_name("inventory.fifo" if fifo else "orders")
+            decision = steps.handle_failure(
+                ctx, message.task, message.args, error, policy=RetryPolicy(),
+                max_attempts=min(max_receives, spec.max_receive_count) - 1 or 1,
+                can_defer=not fifo)
+            if isinstance(decision, Retry):
+                return "retry"
+            self.queue.remove(message)
+            # The task returned: Celery would run the rest of its chain unless the
+            # step ended it.
+            if isinstance(decision, Defer | GiveUp) and message.then and not stopped:
+                self._put(QueuedMessage(message.then[0], message.args, message.then[1:]))
+            if isinstance(decision, Defer):
+                self._put(QueuedMessage(message.task, message.args, message.then,
+                                        message.group, message.dedup))
+                return "deferred"
+            if isinstance(decision, GiveUp):
+                self.dead.append((message, decision.reason))
+                return "dead"
+            if message.receives >= max_receives:  # the redrive policy moves it
+                self.dead.append((message, f"moved by the redrive policy: {decision.reason}"))
+                return "dead"
+            self.queue.append(message)
+            return "crash"
+        self.queue.remove(message)
+        steps.after(ctx, message.task, message.args, result)
+        if result.proceed and message.then and not stopped:
+            self._put(QueuedMessage(message.then[0], message.args, message.then[1:]))
+        return "done"
+
+    def redrive(self) -> int:
+        """Every dead letter back to its queue, as `pipeline dlq redrive --all` does."""
+        letters, self.dead = self.dead, []
+        for message, _ in letters:
+            self._put(QueuedMessage(message.task, message.args, message.then, message.group,
+                                    f"redrive-{message.sequence}" if message.group else None))
+        return len(letters)
+
+
+@dataclass
+class QueuedMessage:
+    task: Any
+    args: tuple[Any, ...]
+    then: tuple[Any, ...] = ()
+    group: str | None = None
+    dedup: str | None = None
+    sequence: int = 0
+    receives: int = 0

@@ -1,15 +1,19 @@
 from __future__ import annotations
 
+from typing import Any
+
+from config.topology import Task
 from pipeline.app import app
-from pipeline.services import shipping
 from tasks.base import OrderStep
-from tasks.flow import follow
 
 
-@app.task(base=OrderStep, bind=True, name="tasks.shipping.ship_order")
-def ship_order(self: OrderStep, order_id: str) -> str:
-    """Capture the payment, then create the shipment."""
-    result = self.run_step(order_id, "ship",
-                           lambda rt: shipping.ship(rt.store, rt.gateway, rt.carrier, order_id))
-    follow(self, order_id, result)
-    return order_id
+@app.task(base=OrderStep, bind=True, name=Task.SHIP.value)
+def ship_order(self: OrderStep, order_id: str) -> Any:
+    """Claim the order, capture the payment, then create the shipment."""
+    return self.execute((order_id,))
+
+
+@app.task(base=OrderStep, bind=True, name=Task.CANCEL_SHIPMENT.value)
+def cancel_shipment(self: OrderStep, order_id: str) -> Any:
+    """Compensation: void a shipment the carrier made for an order that will not ship."""
+    return self.execute((order_id,))

@@ -1,14 +1,13 @@
 from __future__ import annotations
 
+from typing import Any
+
+from config.topology import Task
 from pipeline.app import app
-from pipeline.services import validation
 from tasks.base import OrderStep
-from tasks.flow import follow
 
 
-@app.task(base=OrderStep, bind=True, name="tasks.validation.validate_order")
-def validate_order(self: OrderStep, order_id: str) -> str:
-    result = self.run_step(order_id, "validate",
-                           lambda rt: validation.validate(rt.store, order_id, rt.rules))
-    follow(self, order_id, result)
-    return order_id
+@app.task(base=OrderStep, bind=True, name=Task.VALIDATE.value)
+def validate_order(self: OrderStep, order_id: str) -> Any:
+    """Schema and business rules: VALIDATED, or compensating towards REJECTED."""
+    return self.execute((order_id,))

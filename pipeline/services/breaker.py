@@ -14,7 +14,7 @@ from pipeline.errors import CircuitOpen, RetryableError
 from pipeline.services.breaker_state import BreakerConfig, BreakerRow, after_call, before_call
 from pipeline.services.simulators import SimulatedGateway
 from pipeline.store import Store
-from pipeline.store.stock import now
+from pipeline.store.clock import now
 
 __all__ = ["Breaker", "GuardedGateway"]
 
@@ -72,3 +72,6 @@ class GuardedGateway:
 
     def refund(self, key: str, capture: str, amount: Decimal) -> dict[str, Any]:
         return self.breaker.call(lambda: self.gateway.refund(key, capture, amount))
+
+    def find(self, key: str) -> dict[str, Any] | None:
+        return self.breaker.call(lambda: self.gateway.find(key))

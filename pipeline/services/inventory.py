@@ -1,127 +1,92 @@
-"""Inventory: reserve and release per line, fan back in once, expire stale holds.
+"""Inventory: apply one stock update, check it first, expire stale holds.
 
 Every reserve/release of a product is one message in the product's FIFO group,
-so a product's stock changes in one order: the SQS sequence order. The fan-in
-is decided in the store (no chord, no result backend): the line that finds
-every line decided flips the order's status with a compare-and-set, and only
-the winner continues the workflow.
+so a product's stock changes in one order: the SQS sequence order. What a
+message asks for is checked against the store before anything is applied: a
+reserve or release must match a line of an existing order, a restock must
+have been recorded by the producer that sent it. A mismatch is a permanent
+error, dead-lettered at once, so a forged or corrupted message neither
+changes stock nor holds up its product's group.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from enum import StrEnum
-
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
-from pipeline.domain import OrderStatus, reached
-from pipeline.services.outcome import StepResult
+from pipeline.domain import OrderStatus, StockOp, StockUpdate
+from pipeline.errors import InvalidTaskArguments, OrderNotFound
+from pipeline.keys import claim_key
 from pipeline.store import Store
 from pipeline.store import schema as t
+from pipeline.store.clock import now
 from pipeline.store.db import reading
-from pipeline.store.stock import PublishedUpdate, now
+
+__all__ = ["StockOp", "StockUpdate", "apply_update", "check_update", "claim", "expire_hold",
+           "parse_op", "stale_holds"]
+
+# A reserve is applied for an order that is still reserving; once the order is
+# winding down (or over) it is refused without touching stock, and the release
+# behind it in the product's group finds nothing to give back. Before payment
+# there is no reservation to make: such a message was never sent by us.
+RESERVING_STATUSES = frozenset({OrderStatus.RESERVING, OrderStatus.PAYMENT_AUTHORIZED})
+BEFORE_PAYMENT = frozenset({OrderStatus.RECEIVED, OrderStatus.VALIDATED,
+                            OrderStatus.AUTHORIZING})
 
 
-class StockOp(StrEnum):
-    RESERVE = "reserve"  # an order line takes stock
-    RELEASE = "release"  # compensation gives it back
-    RESTOCK = "restock"  # a delivery adds stock
+def parse_op(op: object, *, allowed: tuple[StockOp, ...]) -> StockOp:
+    try:
+        parsed = StockOp(str(op))
+    except ValueError:
+        parsed = None
+    if parsed not in allowed:
+        raise InvalidTaskArguments(
+            f"unknown stock operation {op!r}; expected one of "
+            f"{', '.join(o.value for o in allowed)}")
+    return parsed
 
 
-@dataclass(frozen=True)
-class StockUpdate:
-    """One message for inventory.fifo: group = sku, dedup = ref + sku + op.
+def check_update(store: Store, update: StockUpdate) -> OrderStatus | None:
+    """Raise InvalidTaskArguments unless `update` is one the pipeline sent.
 
-    `ref` is the order id for reserve/release and the restock id for restock.
+    Returns the order's status for a line update (None for a restock).
     """
-
-    ref: str
-    sku: str
-    quantity: int
-    op: StockOp
-
-    @property
-    def group_id(self) -> str:
-        return self.sku
-
-    @property
-    def deduplication_id(self) -> str:
-        return f"{self.ref}:{self.sku}:{self.op.value}"
-
-    def published(self) -> PublishedUpdate:
-        return PublishedUpdate(self.deduplication_id, self.sku, self.op.value, self.ref,
-                               self.quantity)
-
-
-class FanIn(StrEnum):
-    WAITING = "waiting"  # other lines are still in flight
-    WON = "won"  # this line completed the set: continue the workflow
-    DONE_BEFORE = "done_before"  # someone completed it already
+    if update.op is StockOp.RESTOCK:
+        note = store.stock_update(update.update_id)
+        if note is None or note["sku"] != update.sku or note["quantity"] != update.quantity:
+            raise InvalidTaskArguments(
+                f"restock {update.ref} of {update.quantity} x {update.sku} was never "
+                "recorded by a producer (pipeline.restock records every restock it sends)")
+        return None
+    try:
+        record = store.order(update.ref)
+    except OrderNotFound:
+        raise InvalidTaskArguments(f"{update.op.value} for unknown order {update.ref!r}") \
+            from None
+    lines = {line["sku"]: line["quantity"] for line in store.lines(update.ref)}
+    if lines.get(update.sku) != update.quantity:
+        raise InvalidTaskArguments(
+            f"{update.op.value} {update.quantity} x {update.sku} matches no line of order "
+            f"{update.ref} (its lines: {lines})")
+    return OrderStatus(record["status"])
 
 
-def reservation_messages(store: Store, order_id: str) -> tuple[StepResult, list[StockUpdate]]:
-    """Fan out: move to RESERVING and return one reserve message per line.
-
-    On a redelivery while still RESERVING, the same messages are returned
-    again; their deduplication ids make SQS drop the copies.
-    """
-    status = store.status(order_id)
-    if status is OrderStatus.PAYMENT_AUTHORIZED:
-        store.transition(order_id, OrderStatus.RESERVING,
-                         expected=[OrderStatus.PAYMENT_AUTHORIZED])
-    elif status is not OrderStatus.RESERVING:
-        if reached(status, OrderStatus.RESERVED):
-            return StepResult.go("already reserved", repeated=True), []
-        return StepResult.stop(None, repeated=True, detail=f"order is {status}"), []
-    messages = [StockUpdate(order_id, line["sku"], line["quantity"], StockOp.RESERVE)
-                for line in store.lines(order_id)]
-    return StepResult.go(f"{len(messages)} line(s) sent for reservation"), messages
-
-
-def release_messages(store: Store, order_id: str) -> list[StockUpdate]:
-    """Compensation fan-out: one release per line (a no-op for lines not held)."""
-    return [StockUpdate(order_id, line["sku"], line["quantity"], StockOp.RELEASE)
-            for line in store.lines(order_id)]
-
-
-def apply_update(store: Store, update: StockUpdate, *, sequence: str | None,
-                 hold_s: int, low_stock_below: int = 0) -> str:
-    """Apply one update to stock; idempotent. Returns the resulting state."""
+def apply_update(store: Store, update: StockUpdate, *, status: OrderStatus | None,
+                 sequence: str | None, hold_s: int, low_stock_below: int = 0) -> str:
+    """Apply one checked update to stock; idempotent. Returns the resulting state."""
     if update.op is StockOp.RESERVE:
+        if status is None or status in BEFORE_PAYMENT:
+            raise InvalidTaskArguments(
+                f"reserve for order {update.ref} while it is {status}: "
+                "lines are reserved only after payment")
         return store.reserve_line(update.ref, update.sku, update.quantity,
                                   sequence=sequence, hold_s=hold_s,
-                                  low_stock_below=low_stock_below)
+                                  low_stock_below=low_stock_below,
+                                  refuse=status not in RESERVING_STATUSES)
     if update.op is StockOp.RELEASE:
         return store.release_line(update.ref, update.sku, sequence=sequence)
     applied = store.restock(update.ref, update.sku, update.quantity, sequence=sequence)
     return "RESTOCKED" if applied else "RESTOCKED before"
-
-
-def reservation_fan_in(store: Store, order_id: str) -> FanIn:
-    """After a reserve: decide the order once every line is decided."""
-    states = store.line_states(order_id)
-    skus = [line["sku"] for line in store.lines(order_id)]
-    if any(sku not in states for sku in skus):
-        return FanIn.WAITING
-    short = [sku for sku in skus if states[sku] in ("REJECTED", "RELEASED")]
-    if not short:
-        won = store.transition(order_id, OrderStatus.RESERVED, expected=[OrderStatus.RESERVING])
-    else:
-        won = store.transition(order_id, OrderStatus.COMPENSATING,
-                               expected=[OrderStatus.RESERVING],
-                               outcome=OrderStatus.OUT_OF_STOCK,
-                               reasons=[f"{sku}: out of stock" for sku in short])
-    return FanIn.WON if won else FanIn.DONE_BEFORE
-
-
-def release_fan_in(store: Store, order_id: str) -> FanIn:
-    """After a release: continue the compensation once every line is let go."""
-    states = store.line_states(order_id)
-    skus = [line["sku"] for line in store.lines(order_id)]
-    if any(states.get(sku) == "RESERVED" or sku not in states for sku in skus):
-        return FanIn.WAITING
-    return FanIn.WON if claim(store, f"{order_id}:released") else FanIn.DONE_BEFORE
 
 
 def claim(store: Store, key: str) -> bool:
@@ -135,10 +100,12 @@ def claim(store: Store, key: str) -> bool:
         return False
 
 
+def claim_release_fan_in(store: Store, order_id: str) -> bool:
+    return claim(store, claim_key(order_id, "released"))
+
+
 def stale_holds(store: Store) -> list[str]:
     """Orders holding stock past its hold time while stuck before shipment."""
-    from sqlalchemy import select
-
     stamp = now()
     with reading(store.engine) as conn:
         rows = conn.execute(
@@ -152,7 +119,8 @@ def stale_holds(store: Store) -> list[str]:
 
 def expire_hold(store: Store, order_id: str) -> bool:
     """Send a stuck order to compensation (its lines are then released through
-    inventory.fifo, in each product's order). True if this call moved it."""
+    inventory.fifo, in each product's order). True if this call moved it.
+    An order being shipped (SHIPPING) is never expired: the shipping step owns it."""
     return store.transition(
         order_id, OrderStatus.COMPENSATING,
         expected=[OrderStatus.RESERVING, OrderStatus.RESERVED], outcome=OrderStatus.FAILED,

@@ -1,20 +1,25 @@
 """Notification: tell the customer how the order ended, then end it.
 
 The notification and the terminal status are written in one transaction, so
-a terminal order has always been notified, and a redelivered notify step
+a terminal order has always been notified. A compensated order is told only
+once every undo is done and the ledger shows its money settled, and what it
+is told about its money comes from the ledger. A redelivered notify step
 finds the outbox row (unique per order, template and channel) and sends
 nothing twice. Channels: email and SMS when the contact has them; otherwise
-the local channel. In this deployment every channel is the local sink: an
-outbox row plus a log line.
+the local channel. In this deployment every channel is the local sink: a
+notifications row plus a log line without the recipient or the text.
 """
 
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
+from typing import Any
 
 from pipeline.domain import OrderStatus
 from pipeline.services.outcome import StepResult
 from pipeline.store import Store
+from pipeline.workflow import money_settled, next_undo
 
 log = logging.getLogger("pipeline.notifications")
 
@@ -24,15 +29,10 @@ TEMPLATES: dict[OrderStatus, tuple[str, str]] = {
     OrderStatus.PAYMENT_DECLINED: ("payment_declined",
                                    "Payment for order {id} was declined: {reasons}."),
     OrderStatus.OUT_OF_STOCK: ("out_of_stock",
-                               "Order {id} is cancelled, items are out of stock: {reasons}. "
-                               "You have not been charged."),
-    OrderStatus.SHIPPING_FAILED: ("shipping_failed",
-                                  "We could not ship order {id}: {reasons}. "
-                                  "Your payment has been refunded."),
+                               "Order {id} is cancelled, items are out of stock: {reasons}."),
+    OrderStatus.SHIPPING_FAILED: ("shipping_failed", "We could not ship order {id}: {reasons}."),
     OrderStatus.CANCELLED: ("order_cancelled", "Order {id} was cancelled: {reasons}."),
-    OrderStatus.FAILED: ("order_failed",
-                         "Order {id} could not be completed: {reasons}. You have not been "
-                         "charged."),
+    OrderStatus.FAILED: ("order_failed", "Order {id} could not be completed: {reasons}."),
 }
 
 
@@ -42,23 +42,52 @@ def channels(contact: dict[str, str]) -> list[tuple[str, str]]:
     return found or [("local", "outbox")]
 
 
+def money_sentence(final: OrderStatus, payments: list[dict[str, Any]]) -> str:
+    """What the ledger says happened to the customer's money, and nothing else."""
+    def total(kind: str) -> Decimal:
+        return sum((Decimal(p["amount"]) for p in payments if p["kind"] == kind), Decimal(0))
+
+    currency = payments[0]["currency"] if payments else ""
+    if final is OrderStatus.COMPLETED:
+        return f"{total('capture'):.2f} {currency} was charged."
+    if total("refund"):
+        return f"Your payment of {total('refund'):.2f} {currency} has been refunded."
+    if any(p["kind"] == "void" for p in payments):
+        return "The hold on your card was released: you have not been charged."
+    return "You have not been charged."
+
+
 def notify(store: Store, order_id: str) -> StepResult:
-    record = store.order(order_id)
-    status = OrderStatus(record["status"])
+    """End the order and tell the customer, once the ledger shows its money settled."""
+    store.resume_compensation(order_id)
+    state = store.order_state(order_id)
+    status = state.status
     if status.terminal:
         return StepResult.go(f"already {status}", repeated=True)
     if status is OrderStatus.SHIPPED:
         final = OrderStatus.COMPLETED
-    elif status is OrderStatus.COMPENSATING and record["outcome"]:
-        final = OrderStatus(record["outcome"])
+    elif status is OrderStatus.COMPENSATING and state.outcome is not None:
+        pending = next_undo(state)
+        if pending is not None:
+            return StepResult.stop(None, repeated=True,
+                                   detail=f"compensation not finished: {pending} pending")
+        final = state.outcome
     else:
-        raise RuntimeError(f"order {order_id} is {status}: nothing to notify yet")
+        return StepResult.stop(None, repeated=True, detail=f"order is {status}: nothing to tell")
+    record = store.order(order_id)
     template, text = TEMPLATES[final]
-    body = text.format(id=order_id, reasons="; ".join(record["reasons"] or []) or "n/a")
     with store.engine.begin() as conn:
+        payments = store.payment_entries(order_id, conn=conn)
+        ledger = tuple((p["kind"], str(p["amount"])) for p in payments)
+        if final is not OrderStatus.COMPLETED and not money_settled(ledger):
+            # Never tell a customer something the ledger does not show.
+            return StepResult.stop(None, repeated=True, detail="money not settled yet")
+        body = " ".join((text.format(id=order_id,
+                                     reasons="; ".join(record["reasons"] or []) or "n/a"),
+                         money_sentence(final, payments)))
         for channel, recipient in channels(record["document"].get("contact", {})):
             if store.record_notification(conn, order_id=order_id, template=template,
                                          channel=channel, recipient=recipient, body=body):
-                log.info("notify %s via %s to %s: %s", order_id, channel, recipient, body)
+                log.info("notified order %s via %s (%s)", order_id, channel, template)
         store.transition(order_id, final, expected=[status], conn=conn)
     return StepResult.go(f"{template} sent; order {final}")

@@ -1,43 +1,73 @@
-"""Payment: authorize at checkout, capture at shipment, void or refund to undo."""
+"""Payment: authorize (and send the lines for reservation), capture at shipment,
+void or refund to undo.
+
+The ledger (`payments`) mirrors the gateway's own books: every effect the
+gateway had is recorded, even one that arrives after the order moved on, and
+the compensation asks the gateway what a request with a lost response did
+(`find` by idempotency key) before deciding what to void or refund.
+"""
 
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
-from pipeline.domain import OrderStatus, reached
+from pipeline.domain import WINDING_DOWN, OrderStatus, StockOp, StockUpdate, reached
+from pipeline.errors import PermanentError
+from pipeline.keys import payment_key
 from pipeline.services.breaker import GuardedGateway
 from pipeline.services.outcome import StepResult
 from pipeline.store import Store
 
+__all__ = ["authorize", "capture", "reverse"]
 
-def authorize(store: Store, gateway: GuardedGateway, order_id: str) -> StepResult:
+S = OrderStatus
+
+
+def authorize(store: Store, gateway: GuardedGateway,
+              order_id: str) -> tuple[StepResult, tuple[StockUpdate, ...]]:
+    """Claim the order (AUTHORIZING), ask the gateway, then in one transaction record
+    the answer and either send every line for reservation (RESERVING) or compensate.
+
+    Returns the result and the reservation messages to publish (already noted in
+    the store, in the same transaction as the status change)."""
     record = store.order(order_id)
     status = OrderStatus(record["status"])
-    if status is not OrderStatus.VALIDATED:
-        if reached(status, OrderStatus.PAYMENT_AUTHORIZED):
-            return StepResult.go("already authorized", repeated=True)
-        return StepResult.stop(None, repeated=True, detail=f"order is {status}")
+    if status is S.VALIDATED:
+        if not store.transition(order_id, S.AUTHORIZING, expected=[S.VALIDATED]):
+            return authorize(store, gateway, order_id)  # moved meanwhile: look again
+    elif status is not S.AUTHORIZING:  # AUTHORIZING: a redelivery carries on
+        if reached(status, S.RESERVING):
+            return StepResult.go("already authorized", repeated=True), ()
+        return StepResult.stop(None, repeated=True, detail=f"order is {status}"), ()
     amount = Decimal(record["total_amount"])
-    key = f"{order_id}:authorize"
+    currency = record["currency"]
+    key = payment_key(order_id, "authorize")
     # May raise GatewayUnavailable: retried with the same key, so a lost
     # response never becomes a second authorization.
-    result = gateway.authorize(key, record["document"]["payment"]["token"], amount,
-                               record["currency"])
+    result = gateway.authorize(key, record["document"]["payment"]["token"], amount, currency)
     with store.engine.begin() as conn:
-        if result["approved"]:
-            store.record_payment(conn, order_id=order_id, kind="authorize", amount=amount,
-                                 currency=record["currency"], gateway_ref=result["reference"],
-                                 key=key)
-            store.transition(order_id, OrderStatus.PAYMENT_AUTHORIZED,
-                             expected=[OrderStatus.VALIDATED], conn=conn)
-            return StepResult.go(f"authorized {amount} {record['currency']}")
-        store.record_payment(conn, order_id=order_id, kind="decline", amount=amount,
-                             currency=record["currency"], gateway_ref=result["reference"],
-                             key=key)
-        reason = f"payment declined: {result['reason']}"
-        store.transition(order_id, OrderStatus.COMPENSATING, expected=[OrderStatus.VALIDATED],
-                         outcome=OrderStatus.PAYMENT_DECLINED, reasons=[reason], conn=conn)
-    return StepResult.stop(OrderStatus.PAYMENT_DECLINED, (reason,))
+        kind = "authorize" if result["approved"] else "decline"
+        store.record_payment(conn, order_id=order_id, kind=kind, amount=amount,
+                             currency=currency, gateway_ref=result["reference"], key=key)
+        if not result["approved"]:
+            reason = f"payment declined: {result['reason']}"
+            store.transition(order_id, S.COMPENSATING, expected=[S.AUTHORIZING],
+                             outcome=S.PAYMENT_DECLINED, reasons=[reason], conn=conn)
+            return StepResult.stop(S.PAYMENT_DECLINED, (reason,)), ()
+        updates = tuple(StockUpdate(order_id, line["sku"], line["quantity"], StockOp.RESERVE)
+                        for line in store.lines(order_id))
+        if store.transition(order_id, S.RESERVING, expected=[S.AUTHORIZING], conn=conn,
+                            unless_cancel_requested=True):
+            store.record_published(updates, conn)
+            return StepResult.go(f"authorized {amount} {currency}; "
+                                 f"{len(updates)} line(s) sent for reservation"), updates
+        cancel = store.cancel_requested(conn, order_id)
+        if cancel is not None and store.transition(
+                order_id, S.COMPENSATING, expected=[S.AUTHORIZING], outcome=S.CANCELLED,
+                reasons=[cancel], conn=conn):
+            return StepResult.stop(S.CANCELLED, (cancel,)), ()
+    return StepResult.stop(None, repeated=True, detail="order moved on meanwhile"), ()
 
 
 def capture(store: Store, gateway: GuardedGateway, order_id: str) -> str:
@@ -47,8 +77,8 @@ def capture(store: Store, gateway: GuardedGateway, order_id: str) -> str:
         return str(entries["capture"]["gateway_ref"])
     auth = entries.get("authorize")
     if auth is None:
-        raise RuntimeError(f"order {order_id} has no authorization to capture")
-    key = f"{order_id}:capture"
+        raise PermanentError(f"order {order_id} has no authorization to capture")
+    key = payment_key(order_id, "capture")
     result = gateway.capture(key, auth["gateway_ref"], Decimal(auth["amount"]))
     with store.engine.begin() as conn:
         store.record_payment(conn, order_id=order_id, kind="capture", amount=auth["amount"],
@@ -56,23 +86,53 @@ def capture(store: Store, gateway: GuardedGateway, order_id: str) -> str:
     return str(result["reference"])
 
 
+def _learn_lost_effects(store: Store, gateway: GuardedGateway, order_id: str,
+                        entries: dict[str, dict[str, Any]], currency: str) -> None:
+    """Record what the gateway did for requests whose response never came back.
+
+    The lookups run outside any transaction: a remote call never holds the
+    store's write lock."""
+    found: dict[str, dict[str, Any]] = {}
+    for kind in ("authorize", "capture"):
+        if kind in entries or (kind == "authorize" and "decline" in entries):
+            continue
+        effect = gateway.find(payment_key(order_id, kind))
+        if effect is not None and effect.get("approved"):
+            found[kind] = effect
+    if not found:
+        return
+    with store.engine.begin() as conn:
+        for kind, effect in found.items():
+            amount = Decimal(effect["amount"])
+            store.record_payment(conn, order_id=order_id, kind=kind, amount=amount,
+                                 currency=currency, gateway_ref=effect["reference"],
+                                 key=payment_key(order_id, kind))
+            entries[kind] = {"kind": kind, "gateway_ref": effect["reference"],
+                             "amount": amount, "currency": currency}
+
+
 def reverse(store: Store, gateway: GuardedGateway, order_id: str) -> StepResult:
-    """Compensation: refund a capture, or void an authorization; once."""
+    """Compensation: refund a capture in full, or void an authorization; once."""
+    store.resume_compensation(order_id)
+    record = store.order(order_id)
+    if OrderStatus(record["status"]) not in WINDING_DOWN:
+        return StepResult.stop(None, repeated=True, detail=f"order is {record['status']}")
     entries = {e["kind"]: e for e in store.payment_entries(order_id)}
-    if "refund" in entries or "void" in entries:
-        return StepResult.go("already reversed", repeated=True)
-    if "capture" in entries:
+    _learn_lost_effects(store, gateway, order_id, entries, record["currency"])
+    if "capture" in entries and "refund" not in entries:
         cap = entries["capture"]
-        key = f"{order_id}:refund"
+        key = payment_key(order_id, "refund")
         result = gateway.refund(key, cap["gateway_ref"], Decimal(cap["amount"]))
         kind, amount, currency = "refund", cap["amount"], cap["currency"]
-    elif "authorize" in entries:
+    elif "authorize" in entries and not {"void", "capture"} & entries.keys():
         auth = entries["authorize"]
-        key = f"{order_id}:void"
+        key = payment_key(order_id, "void")
         result = gateway.void(key, auth["gateway_ref"])
         kind, amount, currency = "void", auth["amount"], auth["currency"]
     else:
-        return StepResult.go("nothing to reverse")
+        settled = "refund" in entries or "void" in entries
+        return StepResult.go("already reversed" if settled else "nothing to reverse",
+                             repeated=settled)
     with store.engine.begin() as conn:
         store.record_payment(conn, order_id=order_id, kind=kind, amount=amount,
                              currency=currency, gateway_ref=result["reference"], key=key)

@@ -1,42 +1,69 @@
-"""Shipping: capture the payment, then create the shipment.
+"""Shipping: claim the order, capture the payment, then create the shipment.
 
-Capture comes first so that a shipment never leaves unpaid; a carrier that
-refuses for good sends the order to compensation, which refunds the capture.
+The claim (RESERVED -> SHIPPING, one compare-and-set) comes before any
+external effect, so a cancellation or a hold expiry can no longer end the
+order while its money is being captured or its parcel booked: from SHIPPING
+only this step moves the order on. Capture comes first, so a shipment never
+leaves unpaid; both calls carry idempotency keys derived from the order, so a
+lost response retried gives the same capture and the same tracking number.
+A carrier that refuses for good sends the order to compensation, which
+refunds the capture; a shipment made by a call whose response was lost is
+voided by the compensation (cancel_shipment) if the step gives up.
 """
 
 from __future__ import annotations
 
-from pipeline.domain import OrderStatus, reached
+from pipeline.domain import WINDING_DOWN, OrderStatus, reached
+from pipeline.keys import shipment_key
 from pipeline.services import payment
 from pipeline.services.breaker import GuardedGateway
 from pipeline.services.outcome import StepResult
 from pipeline.services.simulators import SimulatedCarrier
 from pipeline.store import Store
 
+__all__ = ["cancel_shipment", "ship"]
+
+S = OrderStatus
+
 
 def ship(store: Store, gateway: GuardedGateway, carrier: SimulatedCarrier,
          order_id: str) -> StepResult:
     record = store.order(order_id)
     status = OrderStatus(record["status"])
-    if status is not OrderStatus.RESERVED:
-        if reached(status, OrderStatus.SHIPPED):
+    if status is S.RESERVED:
+        if not store.transition(order_id, S.SHIPPING, expected=[S.RESERVED]):
+            return ship(store, gateway, carrier, order_id)  # moved meanwhile: look again
+    elif status is not S.SHIPPING:  # SHIPPING: a redelivery carries on
+        if reached(status, S.SHIPPED):
             return StepResult.go("already shipped", repeated=True)
         return StepResult.stop(None, repeated=True, detail=f"order is {status}")
     capture_ref = payment.capture(store, gateway, order_id)
     lines = store.lines(order_id)
-    result = carrier.create_shipment(f"{order_id}:shipment",
+    result = carrier.create_shipment(shipment_key(order_id),
                                      record["document"]["shippingAddress"], len(lines))
     with store.engine.begin() as conn:
         if not result["accepted"]:
             reason = f"shipment refused: {result['reason']}"
-            store.transition(order_id, OrderStatus.COMPENSATING, expected=[OrderStatus.RESERVED],
-                             outcome=OrderStatus.SHIPPING_FAILED, reasons=[reason], conn=conn)
-            return StepResult.stop(OrderStatus.SHIPPING_FAILED, (reason,))
-        # The status change goes first: if another worker moved the order on
-        # (a hold expiry, say), nothing below may be written.
-        if not store.transition(order_id, OrderStatus.SHIPPED, expected=[OrderStatus.RESERVED],
-                                conn=conn):
-            return StepResult.stop(None, repeated=True, detail="order moved on meanwhile")
+            store.transition(order_id, S.COMPENSATING, expected=[S.SHIPPING],
+                             outcome=S.SHIPPING_FAILED, reasons=[reason], conn=conn)
+            return StepResult.stop(S.SHIPPING_FAILED, (reason,))
         store.record_shipment(conn, order_id, "simulated", result["reference"])
         store.ship_lines(conn, order_id)
+        store.transition(order_id, S.SHIPPED, expected=[S.SHIPPING], conn=conn)
     return StepResult.go(f"captured {capture_ref}, tracking {result['reference']}")
+
+
+def cancel_shipment(store: Store, carrier: SimulatedCarrier, order_id: str) -> StepResult:
+    """Compensation: void the carrier's shipment of this order, if it made one."""
+    store.resume_compensation(order_id)
+    status = store.status(order_id)
+    if status not in WINDING_DOWN:
+        return StepResult.stop(None, repeated=True, detail=f"order is {status}")
+    key = shipment_key(order_id)
+    found = carrier.find(key)
+    if found is None or not found.get("accepted"):
+        return StepResult.go("the carrier has no shipment of this order")
+    carrier.cancel_shipment(f"{key}:cancel", str(found["reference"]))
+    with store.engine.begin() as conn:
+        store.cancel_shipment(conn, order_id)
+    return StepResult.go(f"shipment {found['reference']} voided at the carrier")

@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 
 from pipeline.errors import GatewayUnavailable
 from pipeline.store import schema as t
-from pipeline.store.stock import now
+from pipeline.store.clock import now
 
 DECLINED_TOKEN = "tok_decline"
 UNDELIVERABLE_POSTCODE = "00000"
@@ -94,6 +94,31 @@ class _RemoteSystem:
             return self._apply_once(operation, key, amount, decide)
         return result, "applied"
 
+    def find(self, key: str) -> dict[str, Any] | None:
+        """What the request with idempotency key `key` did, if it reached us at all.
+
+        A remote system's "retrieve by idempotency key" (payment gateways and
+        carriers offer one): how a caller whose response was lost learns the
+        truth without repeating the request.
+        """
+        faults = self.faults
+        latency = faults.latency_ms * (0.5 + self.rng.random())
+        if latency > faults.timeout_ms:
+            time.sleep(faults.timeout_ms / 1000)
+            raise GatewayUnavailable(f"{self.system} lookup: no answer in {faults.timeout_ms} ms")
+        if latency:
+            time.sleep(latency / 1000)
+        if self.rng.random() < faults.transient_error_rate / 2:
+            raise GatewayUnavailable(f"{self.system} lookup: 503 service unavailable")
+        with self.engine.begin() as conn:
+            row = conn.execute(select(t.external_effects.c.result, t.external_effects.c.amount)
+                               .where(t.external_effects.c.system == self.system,
+                                      t.external_effects.c.idempotency_key == key)).first()
+        self._log("lookup", key, "lookup", None, row.result.get("reference") if row else None)
+        if row is None:
+            return None
+        return {**row.result, "amount": None if row.amount is None else str(row.amount)}
+
     def _log(self, operation: str, key: str, effect: str, amount: Decimal | None,
              reference: str | None) -> None:
         with self.engine.begin() as conn:
@@ -154,3 +179,8 @@ class SimulatedCarrier(_RemoteSystem):
             tracking = "TRK" + hashlib.sha256(key.encode()).hexdigest()[:12].upper()
             return {"accepted": True, "reference": tracking, "parcels": parcels}
         return self._call("ship", key, None, decide)
+
+    def cancel_shipment(self, key: str, tracking_number: str) -> dict[str, Any]:
+        """Void a shipment's label before pickup; idempotent per key."""
+        return self._call("cancel", key, None, lambda: {
+            "cancelled": True, "reference": tracking_number})

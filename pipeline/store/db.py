@@ -13,8 +13,6 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 
-from pipeline.store.schema import metadata
-
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 READ_ONLY = "pipeline_read_only"  # execution option set by reading()
 
@@ -56,5 +54,7 @@ def create_db_engine(url: str) -> Engine:
 
 
 def create_schema(engine: Engine) -> None:
-    """Create missing tables (idempotent)."""
-    metadata.create_all(engine)
+    """Bring the schema up to date through its migrations (idempotent)."""
+    from pipeline.store.migrate import upgrade
+
+    upgrade(engine)

@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 
 from pipeline.store import schema as t
+from pipeline.store.clock import now
 from pipeline.store.db import reading
-from pipeline.store.stock import now
 
 __all__ = ["OutboxEvent", "mark_published", "pending", "purge_published", "record"]
 

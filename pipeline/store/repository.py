@@ -9,20 +9,26 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from pipeline.domain import Order, OrderStatus, can_transition
+from pipeline.domain import WINDING_DOWN, Order, OrderStatus, can_transition
 from pipeline.errors import OrderConflict, OrderNotFound
 from pipeline.services.breaker_state import BreakerRow, BreakerState
 from pipeline.store import outbox
 from pipeline.store import schema as t
+from pipeline.store.clock import aware, now
 from pipeline.store.db import reading
-from pipeline.store.stock import StockLedger, now
+from pipeline.store.stock import StockLedger
+from pipeline.workflow import OrderState
+
+
+def document_hash(document: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
 
 def _insert_once(conn: Connection, table: Any, values: dict[str, Any]) -> bool:
@@ -43,20 +49,16 @@ class Store(StockLedger):
 
     # ---------------------------------------------------------------- orders
     def create_order(self, order: Order) -> bool:
-        """Store a new order in RECEIVED. False if the same order already exists."""
+        """Store a new order in RECEIVED. False if the same order already exists.
+
+        The primary key decides between concurrent submitters (on SQLite and on
+        PostgreSQL alike): the loser of the insert compares the stored
+        document's hash and raises OrderConflict when it differs.
+        """
         document = order.document()
-        digest = hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
+        digest = document_hash(document)
         stamp = now()
         with self.engine.begin() as conn:
-            existing = conn.execute(
-                select(t.orders.c.document_hash).where(t.orders.c.id == order.order_id)
-            ).scalar_one_or_none()
-            if existing is not None:
-                if existing != digest:
-                    raise OrderConflict(
-                        f"order {order.order_id} already exists with different content"
-                    )
-                return False
             inserted = _insert_once(conn, t.orders, {
                 "id": order.order_id, "customer_id": order.customer_id,
                 "priority": order.priority, "status": OrderStatus.RECEIVED.value,
@@ -65,6 +67,11 @@ class Store(StockLedger):
                 "created_at": stamp, "updated_at": stamp,
             })
             if not inserted:
+                existing = conn.execute(select(t.orders.c.document_hash).where(
+                    t.orders.c.id == order.order_id)).scalar_one()
+                if existing != digest:
+                    raise OrderConflict(
+                        f"order {order.order_id} already exists with different content")
                 return False
             # Lines with the same product are merged by validation's rule
             # (duplicates are rejected), so the first wins here.
@@ -86,6 +93,39 @@ class Store(StockLedger):
             raise OrderNotFound(f"no order with id {order_id!r}")
         return dict(row)
 
+    def order_state(self, order_id: str) -> OrderState:
+        """Everything the workflow decides on, read in one snapshot."""
+        with reading(self.engine) as conn:
+            row = conn.execute(select(
+                t.orders.c.status, t.orders.c.outcome, t.orders.c.compensating_from,
+                t.orders.c.priority).where(t.orders.c.id == order_id)).first()
+            if row is None:
+                raise OrderNotFound(f"no order with id {order_id!r}")
+            lines = conn.execute(select(t.order_lines.c.sku, t.order_lines.c.quantity).where(
+                t.order_lines.c.order_id == order_id).order_by(t.order_lines.c.sku)).all()
+            states = conn.execute(select(t.reservations.c.sku, t.reservations.c.state).where(
+                t.reservations.c.order_id == order_id)).all()
+            updates = conn.execute(select(
+                t.stock_updates.c.update_id, t.stock_updates.c.applied_at).where(
+                t.stock_updates.c.ref == order_id)).all()
+            done = conn.execute(select(t.steps.c.step).distinct().where(
+                t.steps.c.order_id == order_id,
+                t.steps.c.outcome.in_(("ok", "repeated")))).scalars().all()
+            payments = conn.execute(select(t.payments.c.kind, t.payments.c.amount).where(
+                t.payments.c.order_id == order_id).order_by(t.payments.c.id)).all()
+        return OrderState(
+            order_id=order_id, status=OrderStatus(row.status),
+            outcome=OrderStatus(row.outcome) if row.outcome else None,
+            compensating_from=(OrderStatus(row.compensating_from)
+                               if row.compensating_from else None),
+            vip=row.priority == "vip",
+            lines=tuple((sku, int(quantity)) for sku, quantity in lines),
+            line_states={sku: str(state) for sku, state in states},
+            published=frozenset(u for u, _ in updates),
+            applied=frozenset(u for u, applied in updates if applied is not None),
+            done=frozenset(str(step) for step in done),
+            payments=tuple((str(kind), str(amount)) for kind, amount in payments))
+
     def status(self, order_id: str) -> OrderStatus:
         return OrderStatus(self.order(order_id)["status"])
 
@@ -106,15 +146,20 @@ class Store(StockLedger):
         outcome: OrderStatus | None = None,
         reasons: Sequence[str] | None = None,
         conn: Connection | None = None,
+        unless_cancel_requested: bool = False,
     ) -> bool:
         """Move an order from one of `expected` to `to`; False if it was not there.
 
         The WHERE clause makes this a compare-and-set, so of two workers racing
-        on the same order exactly one wins.
+        on the same order exactly one wins. Entering COMPENSATING from the
+        forward path records the status it left (`compensating_from`: what
+        there is to undo); `unless_cancel_requested` makes the move lose to a
+        cancellation recorded meanwhile.
         """
+        expected = list(expected)
         allowed = [s.value for s in expected if can_transition(s, to)]
         if not allowed:
-            raise ValueError(f"no transition to {to} from {list(expected)}")
+            raise ValueError(f"no transition to {to} from {expected}")
         values: dict[str, Any] = {"status": to.value, "updated_at": now()}
         if outcome is not None:
             values["outcome"] = outcome.value
@@ -122,9 +167,12 @@ class Store(StockLedger):
             values["reasons"] = list(reasons)
         if to.terminal:
             values["terminal_at"] = values["updated_at"]
-        stmt = (update(t.orders)
-                .where(t.orders.c.id == order_id, t.orders.c.status.in_(allowed))
-                .values(**values))
+        if to is OrderStatus.COMPENSATING and not set(expected) & WINDING_DOWN:
+            values["compensating_from"] = t.orders.c.status  # SET reads the old value
+        conditions = [t.orders.c.id == order_id, t.orders.c.status.in_(allowed)]
+        if unless_cancel_requested:
+            conditions.append(t.orders.c.cancel_requested.is_(None))
+        stmt = update(t.orders).where(*conditions).values(**values)
 
         def apply(c: Connection) -> bool:
             moved = c.execute(stmt).rowcount == 1
@@ -138,6 +186,38 @@ class Store(StockLedger):
             return apply(conn)
         with self.engine.begin() as own:
             return apply(own)
+
+    def resume_compensation(self, order_id: str) -> bool:
+        """A compensation step runs again for an order that was waiting for attention."""
+        return self.transition(order_id, OrderStatus.COMPENSATING,
+                               expected=[OrderStatus.NEEDS_ATTENTION])
+
+    def request_cancel(self, order_id: str, reason: str, *, while_in: OrderStatus) -> bool:
+        """Record a cancellation for the step that owns the order to honour; False
+        when the order is no longer in `while_in` (or one was recorded already)."""
+        with self.engine.begin() as conn:
+            return bool(conn.execute(update(t.orders).where(
+                t.orders.c.id == order_id, t.orders.c.status == while_in.value,
+                t.orders.c.cancel_requested.is_(None),
+            ).values(cancel_requested=reason[:500], updated_at=now())).rowcount == 1)
+
+    def cancel_requested(self, conn: Connection, order_id: str) -> str | None:
+        return conn.execute(select(t.orders.c.cancel_requested).where(
+            t.orders.c.id == order_id)).scalar_one_or_none()
+
+    def take_lease(self, name: str, holder: str, duration_s: float) -> bool:
+        """Hold `name` for `duration_s` (renewing one's own lease); False when another
+        holder's lease has not run out."""
+        stamp = now()
+        until = stamp + timedelta(seconds=duration_s)
+        with self.engine.begin() as conn:
+            if _insert_once(conn, t.leases, {"name": name, "holder": holder[:128],
+                                             "until": until}):
+                return True
+            return bool(conn.execute(update(t.leases).where(
+                t.leases.c.name == name,
+                (t.leases.c.until < stamp) | (t.leases.c.holder == holder[:128]),
+            ).values(holder=holder[:128], until=until)).rowcount == 1)
 
     def list_orders(self, status: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         query = select(t.orders.c.id, t.orders.c.status, t.orders.c.priority,
@@ -177,9 +257,7 @@ class Store(StockLedger):
             stamp = conn.execute(select(func.min(t.steps.c.started_at)).where(
                 t.steps.c.order_id == order_id, t.steps.c.step == step,
                 t.steps.c.outcome.in_(("retry", "failed", "error")))).scalar_one_or_none()
-        if stamp is not None and stamp.tzinfo is None:
-            stamp = stamp.replace(tzinfo=UTC)
-        return stamp
+        return aware(stamp) if stamp is not None else None
 
     # ------------------------------------------------------------ breakers
     def breaker_row(self, name: str) -> BreakerRow:
@@ -188,9 +266,7 @@ class Store(StockLedger):
                 t.circuit_breakers.c.name == name)).mappings().first()
         if row is None:
             return BreakerRow()
-        changed = row["changed_at"]
-        if changed is not None and changed.tzinfo is None:
-            changed = changed.replace(tzinfo=UTC)
+        changed = aware(row["changed_at"]) if row["changed_at"] is not None else None
         return BreakerRow(BreakerState(row["state"]), row["failures"], changed)
 
     def breaker_swap(self, name: str, expected: BreakerRow, new: BreakerRow) -> bool:
@@ -232,17 +308,25 @@ class Store(StockLedger):
             outbox.payment_recorded(conn, order_id, kind, amount, currency, gateway_ref)
         return inserted
 
-    def payment_entries(self, order_id: str) -> list[dict[str, Any]]:
-        with reading(self.engine) as conn:
-            rows = conn.execute(select(t.payments).where(t.payments.c.order_id == order_id)
-                                .order_by(t.payments.c.id))
-            return [dict(r) for r in rows.mappings()]
+    def payment_entries(self, order_id: str, *,
+                        conn: Connection | None = None) -> list[dict[str, Any]]:
+        query = select(t.payments).where(t.payments.c.order_id == order_id).order_by(
+            t.payments.c.id)
+        if conn is not None:
+            return [dict(r) for r in conn.execute(query).mappings()]
+        with reading(self.engine) as own:
+            return [dict(r) for r in own.execute(query).mappings()]
 
     def record_shipment(self, conn: Connection, order_id: str, carrier: str,
                         tracking_number: str) -> bool:
         return _insert_once(conn, t.shipments, {
             "order_id": order_id, "carrier": carrier, "tracking_number": tracking_number,
             "created_at": now()})
+
+    def cancel_shipment(self, conn: Connection, order_id: str) -> bool:
+        return bool(conn.execute(update(t.shipments).where(
+            t.shipments.c.order_id == order_id, t.shipments.c.cancelled_at.is_(None),
+        ).values(cancelled_at=now())).rowcount)
 
     def shipment(self, order_id: str) -> dict[str, Any] | None:
         with reading(self.engine) as conn:

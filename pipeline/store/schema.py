@@ -28,6 +28,10 @@ orders = Table(
     Column("priority", String(8), nullable=False),
     Column("status", String(24), nullable=False, index=True),
     Column("outcome", String(24)),  # the terminal status a COMPENSATING order will reach
+    # The status the order left when compensation began: what there is to undo.
+    Column("compensating_from", String(24)),
+    # A cancellation asked for while a step owned the order (AUTHORIZING).
+    Column("cancel_requested", String(500)),
     Column("reasons", JSON, nullable=False, default=list),
     Column("currency", String(3), nullable=False),
     Column("total_amount", MONEY, nullable=False),
@@ -54,7 +58,8 @@ steps = Table(
     Column("attempt", Integer, nullable=False),
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True)),
-    Column("outcome", String(24)),  # ok | skipped | retry | failed | stopped
+    # ok | repeated | stopped | retry | deferred | failed | error | reconciled
+    Column("outcome", String(24)),
     Column("detail", Text),
     Column("worker", String(128)),
 )
@@ -139,6 +144,7 @@ shipments = Table(
     Column("carrier", String(32), nullable=False),
     Column("tracking_number", String(64), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("cancelled_at", DateTime(timezone=True)),  # the carrier voided it (compensation)
 )
 
 notifications = Table(
@@ -146,7 +152,7 @@ notifications = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("order_id", String(64), nullable=False, index=True),
     Column("template", String(32), nullable=False),
-    Column("channel", String(8), nullable=False),  # email | sms | push | local
+    Column("channel", String(8), nullable=False),  # email | sms | local
     Column("recipient", String(200), nullable=False),
     Column("body", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
@@ -209,5 +215,17 @@ outbox = Table(
     Column("attributes", JSON, nullable=False),  # SNS message attributes (filter policies)
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("published_at", DateTime(timezone=True)),
+    # An event SNS refuses for good (too large, say) is parked with the reason,
+    # so it is never retried forever and the rest keep flowing.
+    Column("parked_reason", Text),
     Index("ix_outbox_pending", "published_at", "id"),
+)
+
+# Leases: work that one process at a time may do (the reconciler's sweep, the
+# relay's batch), held until `until`, renewed by the holder.
+leases = Table(
+    "leases", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(128), nullable=False),
+    Column("until", DateTime(timezone=True), nullable=False),
 )

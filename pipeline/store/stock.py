@@ -11,29 +11,18 @@ and the audit can compare that with their SQS sequence numbers.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from pipeline.domain import StockOp, StockUpdate
+from pipeline.store import outbox
 from pipeline.store import schema as t
+from pipeline.store.clock import aware, now
 from pipeline.store.db import reading
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass(frozen=True)
-class PublishedUpdate:
-    update_id: str
-    sku: str
-    op: str
-    ref: str
-    quantity: int
 
 
 class StockLedger:
@@ -90,27 +79,41 @@ class StockLedger:
         return [dict(r) for r in rows]
 
     # ------------------------------------------------------ FIFO update ledger
-    def record_published(self, updates: Iterable[PublishedUpdate]) -> None:
-        """Note updates about to be published (a repeat keeps the first note)."""
-        stamp = now()
-        with self.engine.begin() as conn:
-            for u in updates:
-                try:
-                    with conn.begin_nested():
-                        conn.execute(insert(t.stock_updates).values(
-                            update_id=u.update_id, sku=u.sku, op=u.op, ref=u.ref,
-                            quantity=u.quantity, published_at=stamp))
-                except IntegrityError:
-                    pass
+    def record_published(self, updates: Iterable[StockUpdate],
+                         conn: Connection | None = None) -> None:
+        """Note updates about to be published (a repeat keeps the first note).
 
-    def _mark_applied(self, conn: Connection, u: PublishedUpdate, *, sequence: str | None,
+        Given `conn`, inside the caller's transaction: the note then exists
+        exactly when the change that made the updates necessary was committed.
+        """
+        if conn is None:
+            with self.engine.begin() as own:
+                self.record_published(updates, own)
+            return
+        stamp = now()
+        for u in updates:
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(t.stock_updates).values(
+                        update_id=u.update_id, sku=u.sku, op=u.op.value, ref=u.ref,
+                        quantity=u.quantity, published_at=stamp))
+            except IntegrityError:
+                pass
+
+    def stock_update(self, update_id: str) -> dict[str, Any] | None:
+        with reading(self.engine) as conn:
+            row = conn.execute(select(t.stock_updates).where(
+                t.stock_updates.c.update_id == update_id)).mappings().first()
+        return dict(row) if row else None
+
+    def _mark_applied(self, conn: Connection, u: StockUpdate, *, sequence: str | None,
                       result: str, stamp: datetime) -> None:
         done = conn.execute(update(t.stock_updates).where(
             t.stock_updates.c.update_id == u.update_id, t.stock_updates.c.applied_at.is_(None),
         ).values(applied_at=stamp, sqs_sequence=sequence, result=result)).rowcount
-        if not done:  # published by a producer that kept no note
+        if not done:  # a line sent before notes were kept (orders from older releases)
             conn.execute(insert(t.stock_updates).values(
-                update_id=u.update_id, sku=u.sku, op=u.op, ref=u.ref, quantity=u.quantity,
+                update_id=u.update_id, sku=u.sku, op=u.op.value, ref=u.ref, quantity=u.quantity,
                 published_at=stamp, applied_at=stamp, sqs_sequence=sequence, result=result))
 
     @staticmethod
@@ -138,9 +141,7 @@ class StockLedger:
             ).mappings().all()
         result = []
         for row in rows:
-            oldest = row["oldest"]
-            if oldest.tzinfo is None:  # SQLite hands back naive UTC
-                oldest = oldest.replace(tzinfo=UTC)
+            oldest = aware(row["oldest"])
             result.append({"productId": row["sku"], "inFlight": int(row["updates"]),
                            "oldestAgeSeconds": round((stamp - oldest).total_seconds(), 3)})
         return result
@@ -164,22 +165,33 @@ class StockLedger:
 
     # ------------------------------------------------------------ inventory
     def reserve_line(self, order_id: str, sku: str, quantity: int, *,
-                     sequence: str | None, hold_s: int, low_stock_below: int = 0) -> str:
+                     sequence: str | None, hold_s: int, low_stock_below: int = 0,
+                     refuse: bool = False) -> str:
         """Reserve one line; returns the line's state (RESERVED or REJECTED).
 
         Idempotent: a line already decided keeps its decision. The stock
         UPDATE carries its own `available >= quantity` guard, so stock can
-        never go negative whatever the delivery order.
+        never go negative whatever the delivery order. `refuse`: the order no
+        longer wants it (it is winding down): decided REJECTED, stock untouched.
         """
         stamp = now()
-        u = PublishedUpdate(f"{order_id}:{sku}:reserve", sku, "reserve", order_id, quantity)
+        u = StockUpdate(order_id, sku, quantity, StockOp.RESERVE)
         with self.engine.begin() as conn:
             state = conn.execute(select(t.reservations.c.state).where(
                 t.reservations.c.order_id == order_id, t.reservations.c.sku == sku)
             ).scalar_one_or_none()
             if state is not None:
+                if not self._applied(conn, u.update_id):
+                    # Decided before this update came (a release overtook it): nothing
+                    # to take, but it is an update of this product, recorded once.
+                    conn.execute(insert(t.stock_movements).values(
+                        sku=sku, kind="refuse", delta_available=0, delta_reserved=0,
+                        delta_shipped=0, order_id=order_id, sqs_sequence=sequence,
+                        applied_at=stamp))
+                    self._mark_applied(conn, u, sequence=sequence, result=str(state),
+                                       stamp=stamp)
                 return str(state)
-            taken = conn.execute(
+            taken = not refuse and conn.execute(
                 update(t.stock).where(t.stock.c.sku == sku, t.stock.c.available >= quantity)
                 .values(available=t.stock.c.available - quantity,
                         reserved=t.stock.c.reserved + quantity)
@@ -195,15 +207,14 @@ class StockLedger:
                 delta_reserved=quantity if taken else 0, delta_shipped=0,
                 order_id=order_id, sqs_sequence=sequence, applied_at=stamp))
             self._mark_applied(conn, u, sequence=sequence, result=state, stamp=stamp)
-            self._alert_on_stock(conn, sku, order_id, quantity, taken, low_stock_below)
+            if not refuse:
+                self._alert_on_stock(conn, sku, order_id, quantity, taken, low_stock_below)
         return state
 
     @staticmethod
     def _alert_on_stock(conn: Connection, sku: str, order_id: str, quantity: int,
                         taken: bool, low_stock_below: int) -> None:
         """Out of stock on a refusal; low stock when this reservation crossed the line."""
-        from pipeline.store import outbox
-
         available = int(conn.execute(select(t.stock.c.available).where(
             t.stock.c.sku == sku)).scalar_one_or_none() or 0)
         if not taken:
@@ -215,7 +226,7 @@ class StockLedger:
     def release_line(self, order_id: str, sku: str, *, sequence: str | None) -> str:
         """Give a reserved line back to stock; idempotent. Returns the line's state."""
         stamp = now()
-        u = PublishedUpdate(f"{order_id}:{sku}:release", sku, "release", order_id, 0)
+        u = StockUpdate(order_id, sku, 0, StockOp.RELEASE)
         with self.engine.begin() as conn:
             row = conn.execute(select(t.reservations).where(
                 t.reservations.c.order_id == order_id, t.reservations.c.sku == sku)
@@ -262,7 +273,7 @@ class StockLedger:
         True when applied by this call, False when it was applied before.
         """
         stamp = now()
-        u = PublishedUpdate(f"{restock_id}:{sku}:restock", sku, "restock", restock_id, quantity)
+        u = StockUpdate(restock_id, sku, quantity, StockOp.RESTOCK)
         with self.engine.begin() as conn:
             if self._applied(conn, u.update_id):
                 return False

@@ -29,7 +29,7 @@ from pipeline.demo import CATALOG, KINDS, sample_order
 from pipeline.procfile import ProcessGroup, read_procfile
 from pipeline.sqs.emulator import Emulator, start_emulator
 from pipeline.store import Store, create_db_engine, outbox
-from pipeline.testing import PIPELINE_LANES, free_port, wait_until
+from pipeline.testing import PIPELINE_LANES, WORKER_LANES, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 ORDERS = 150
@@ -60,6 +60,10 @@ class Chaos:
             "PIPELINE_WAIT_TIME_SECONDS": "2",
             "PIPELINE_CONNECT_TIMEOUT_S": "2",
             "PIPELINE_GATEWAY_TRANSIENT_ERROR_RATE": "0.2",
+            # An order whose compensation gave up waits for attention; here the
+            # reconciler retries it every few seconds instead of every minute.
+            "PIPELINE_RECONCILE_INTERVAL_S": "3",
+            "PIPELINE_ATTENTION_RETRY_S": "5",
         }
         self.lanes = ProcessGroup(self.env, tmp / "logs")
         self.events: list[str] = []
@@ -114,7 +118,7 @@ def chaos(tmp_path: Path) -> Iterator[Chaos]:
             if line.name in PIPELINE_LANES:
                 c.lanes.start(line)
         wait_until(lambda: all("ready." in (c.lanes.log_dir / f"{name}.log").read_text()
-                               for name in PIPELINE_LANES if name != "relay"), timeout=60,
+                               for name in WORKER_LANES), timeout=60,
                    message="every lane ready")
         yield c
     finally:

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
+from config.topology import Task
 from pipeline import dlq, get_order
 from pipeline.app import app
 from pipeline.demo import sample_order, wait_for_lanes
 from pipeline.domain import OrderStatus, parse_order
 from pipeline.testing import wait_until
-from pipeline.workflow import NOTIFY
 from tests.fixtures import Pipeline
 
 pytestmark = pytest.mark.integration
@@ -46,9 +46,10 @@ def test_garbage_on_a_queue_is_dead_lettered_with_its_reason_and_workers_carry_o
     rt.sqs.send_message(QueueUrl=url, MessageBody=f"%%%{tag}%%% not base64 either {{")
     rt.sqs.send_message(QueueUrl=url, MessageBody=tag + "x" * 100_000)
     app.send_task("tasks.nope.unknown", args=[f"order-{tag}"], queue="notifications")
-    app.send_task(NOTIFY, args=[f"order-{tag}", "surplus", "arguments"], queue="notifications")
+    app.send_task(Task.NOTIFY.value, args=[f"order-{tag}", "surplus", "arguments"],
+                  queue="notifications")
 
-    expected = {"NotATaskMessage", "UnknownTask", "WrongArguments", "OversizedMessage"}
+    expected = {"NotATaskMessage", "UnknownTask", "InvalidTaskArguments", "OversizedMessage"}
 
     def reasons() -> dict[str, list[dlq.DeadLetter]]:
         found: dict[str, list[dlq.DeadLetter]] = {}
@@ -61,8 +62,10 @@ def test_garbage_on_a_queue_is_dead_lettered_with_its_reason_and_workers_carry_o
                        timeout=60, message="five dead letters with reasons")
     assert expected <= set(found), found.keys()
     assert len(found["NotATaskMessage"]) == 2  # both undecodable bodies
-    assert "surplus" in found["WrongArguments"][0].body or found["WrongArguments"][0].task
-    assert found["WrongArguments"][0].order_id == f"order-{tag}"
+    wrong = found["InvalidTaskArguments"][0]
+    assert wrong.task == Task.NOTIFY.value
+    assert "takes 1 argument(s), got 3" in wrong.reason
+    assert wrong.order_id == f"order-{tag}"
     wait_for_lanes(timeout=30)  # every lane still consumes
     dlq.purge(rt.settings, rt.sqs, "notifications")
 
@@ -72,13 +75,13 @@ def test_a_dead_letter_shows_its_reason_and_redrive_finishes_the_order(
     order_id = f"late-{uuid.uuid4().hex[:10]}"
     # A notification for an order that does not exist yet: a permanent error,
     # dead-lettered at once with its reason (no retries, no redrive-policy wait).
-    app.signature(NOTIFY, args=(order_id,)).apply_async(queue="notifications")
+    app.signature(Task.NOTIFY.value, args=(order_id,)).apply_async(queue="notifications")
     found = wait_until(lambda: [x for x in letters(pipeline, "notifications")
                                 if x.order_id == order_id], timeout=30,
                        message="the dead letter")
     letter = found[0]
     assert letter.reason.startswith("OrderNotFound")
-    assert letter.task == NOTIFY and letter.step == "notify" and letter.attempts == "1"
+    assert letter.task == Task.NOTIFY.value and letter.step == "notify" and letter.attempts == "1"
     assert letter.first_failure and letter.last_failure
 
     shown = cli(pipeline, "dlq", "show", "notifications", "--json")
@@ -92,7 +95,8 @@ def test_a_dead_letter_shows_its_reason_and_redrive_finishes_the_order(
     real["orderId"] = order_id
     store = pipeline.rt.store
     store.create_order(parse_order(real))
-    path = [S.RECEIVED, S.VALIDATED, S.PAYMENT_AUTHORIZED, S.RESERVING, S.RESERVED, S.SHIPPED]
+    path = [S.RECEIVED, S.VALIDATED, S.AUTHORIZING, S.RESERVING, S.RESERVED, S.SHIPPING,
+            S.SHIPPED]
     for old, new in pairwise(path):
         assert store.transition(order_id, new, expected=[old])
     redriven = cli(pipeline, "dlq", "redrive", "notifications", "--order", order_id)

@@ -20,7 +20,7 @@ from pipeline.services.breaker_state import BreakerConfig
 from pipeline.services.simulators import Faults, SimulatedGateway
 from pipeline.store import Store, create_db_engine, create_schema
 from pipeline.store import schema as t
-from pipeline.store.stock import now
+from pipeline.store.clock import now
 from pipeline.testing import wait_until
 
 pytestmark = pytest.mark.integration

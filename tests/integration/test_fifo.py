@@ -141,13 +141,13 @@ def test_sigkilled_inventory_worker_loses_and_reorders_nothing(pipeline: Pipelin
 
 def test_a_fifo_publish_without_a_group_is_refused_not_filed_under_default(
         pipeline: Pipeline) -> None:
+    from config.topology import Task
     from pipeline.app import app
     from pipeline.errors import FifoGroupMissing
-    from pipeline.workflow import RESTOCK
 
     with pytest.raises(FifoGroupMissing, match="MessageGroupId"):
-        app.signature(RESTOCK, args=("r-no-group", "SKU-X", 1)).apply_async(
+        app.signature(Task.RESTOCK.value, args=("r-no-group", "SKU-X", 1)).apply_async(
             queue="inventory.fifo")
     with pytest.raises(FifoGroupMissing):
-        app.signature(RESTOCK, args=("r-default", "SKU-X", 1)).apply_async(
+        app.signature(Task.RESTOCK.value, args=("r-default", "SKU-X", 1)).apply_async(
             queue="inventory.fifo", MessageGroupId="default", MessageDeduplicationId="d")

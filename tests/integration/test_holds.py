@@ -31,8 +31,8 @@ def stuck_in_reserved(store: Store, document: dict[str, Any], *, hold_s: int) ->
     """An order that reserved its stock and then stalled (its ship message lost)."""
     order = parse_order(document)
     store.create_order(order)
-    for old, new in ((S.RECEIVED, S.VALIDATED), (S.VALIDATED, S.PAYMENT_AUTHORIZED),
-                     (S.PAYMENT_AUTHORIZED, S.RESERVING)):
+    for old, new in ((S.RECEIVED, S.VALIDATED), (S.VALIDATED, S.AUTHORIZING),
+                     (S.AUTHORIZING, S.RESERVING)):
         assert store.transition(order.order_id, new, expected=[old])
     for item in order.items:
         store.reserve_line(order.order_id, item.product_id, item.quantity, sequence=None,
@@ -63,38 +63,41 @@ def test_expire_holds_releases_stock_of_a_stalled_order_and_ends_it_failed(
     assert after["SKU-BOOK"]["reserved"] == before["SKU-BOOK"]["reserved"]
 
 
-class CarrierThatLosesTheRace(SimulatedCarrier):
-    """While the carrier works, the order's hold expires (another worker's move)."""
+class CarrierThatMeetsAnExpiry(SimulatedCarrier):
+    """While the carrier works, the order's hold expiry runs (another worker's move)."""
 
     def __init__(self, store: Store) -> None:
         super().__init__(store.engine, Faults(), random.Random(1))
         self.store = store
+        self.expired: list[bool] = []
 
     def create_shipment(self, key: str, address: dict[str, Any], parcels: int
                         ) -> dict[str, Any]:
-        assert inventory.expire_hold(self.store, key.split(":")[0])
+        self.expired.append(inventory.expire_hold(self.store, key.split(":")[0]))
         return super().create_shipment(key, address, parcels)
 
 
-def test_ship_writes_nothing_when_the_order_moved_on_meanwhile(tmp_path: Path) -> None:
-    """Regression: ship used to record the shipment and move stock to shipped even when
-    its RESERVED -> SHIPPED compare-and-set lost."""
+def test_an_expiry_cannot_end_an_order_the_shipping_step_has_claimed(tmp_path: Path) -> None:
+    """Regression: ship used to capture and call the carrier before its compare-and-set,
+    so an expiry (or a cancellation) meanwhile ended the order with a parcel at the
+    carrier and no shipment row. Now the claim (SHIPPING) comes first."""
     store = Store(create_db_engine(f"sqlite:///{tmp_path / 'db.sqlite'}"))
     create_schema(store.engine)
     for sku, (price, quantity) in CATALOG.items():
         store.set_stock(sku, quantity, price=price)
-    order_id = stuck_in_reserved(store, sample_order("single", 2), hold_s=600)
+    order_id = stuck_in_reserved(store, sample_order("single", 2), hold_s=-1)
     gateway = GuardedGateway(SimulatedGateway(store.engine, Faults(), random.Random(1)),
                              Breaker(store, "gateway", BreakerConfig()))
-    gateway.authorize(f"{order_id}:authorize", "tok_visa", parse_order(
-        store.order(order_id)["document"]).total_amount, "USD")
     amount = store.order(order_id)["total_amount"]
+    auth = gateway.authorize(f"{order_id}:authorize", "tok_visa", amount, "USD")
     with store.engine.begin() as conn:
         store.record_payment(conn, order_id=order_id, kind="authorize",
                              amount=amount, currency="USD",
-                             gateway_ref="auth_x", key=f"{order_id}:authorize")
-    result = shipping.ship(store, gateway, CarrierThatLosesTheRace(store), order_id)
-    assert not result.proceed and result.repeated
-    assert store.shipment(order_id) is None
-    assert store.status(order_id) is S.COMPENSATING
-    assert [r["state"] for r in store.reservations(order_id)] == ["RESERVED"]
+                             gateway_ref=auth["reference"], key=f"{order_id}:authorize")
+    carrier = CarrierThatMeetsAnExpiry(store)
+    result = shipping.ship(store, gateway, carrier, order_id)
+    assert carrier.expired == [False]
+    assert result.proceed and not result.repeated
+    assert store.status(order_id) is S.SHIPPED
+    assert store.shipment(order_id)["tracking_number"].startswith("TRK")
+    assert [r["state"] for r in store.reservations(order_id)] == ["SHIPPED"]

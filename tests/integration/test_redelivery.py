@@ -7,20 +7,12 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from config.topology import Task
 from pipeline import get_order, submit_order
 from pipeline.app import app
 from pipeline.demo import CATALOG, sample_order
 from pipeline.store import schema as t
 from pipeline.testing import wait_until
-from pipeline.workflow import (
-    APPLY_LINE,
-    AUTHORIZE,
-    NOTIFY,
-    RESERVE,
-    REVERSE_PAYMENT,
-    SHIP,
-    VALIDATE,
-)
 from tests.fixtures import Pipeline
 
 pytestmark = pytest.mark.integration
@@ -49,7 +41,7 @@ def finished(document: dict[str, Any]) -> dict[str, Any]:
 
 def deliver_again(order_id: str, task: str, queue: str, args: tuple[Any, ...] = (),
                   **options: Any) -> None:
-    app.signature(task, args=(order_id, *args)).apply_async(queue=queue, **options)
+    app.signature(str(task), args=(order_id, *args)).apply_async(queue=queue, **options)
 
 
 def finished_steps(view: dict[str, Any]) -> int:
@@ -69,13 +61,13 @@ def test_each_step_of_a_completed_order_delivered_twice_changes_nothing(
     assert view["status"] == "COMPLETED"
     order_id, before = view["orderId"], effects(stocked)
     steps_before, rows_before = finished_steps(view), len(view["timeline"])
-    deliver_again(order_id, VALIDATE, "orders")
-    deliver_again(order_id, AUTHORIZE, "payments")
-    deliver_again(order_id, RESERVE, "orders")
-    deliver_again(order_id, APPLY_LINE, "inventory.fifo", ("SKU-MUG", 2, "reserve"),
+    deliver_again(order_id, Task.VALIDATE, "orders")
+    deliver_again(order_id, Task.AUTHORIZE, "payments")
+    deliver_again(order_id, Task.RESERVE, "orders")
+    deliver_again(order_id, Task.APPLY_LINE, "inventory.fifo", ("SKU-MUG", 2, "reserve"),
                   MessageGroupId="SKU-MUG", MessageDeduplicationId=f"{order_id}:again")
-    deliver_again(order_id, SHIP, "shipping")
-    deliver_again(order_id, NOTIFY, "notifications")
+    deliver_again(order_id, Task.SHIP, "shipping")
+    deliver_again(order_id, Task.NOTIFY, "notifications")
     wait_for_steps(order_id, steps_before + 6)
     after = get_order(order_id)
     assert after["status"] == "COMPLETED"
@@ -91,8 +83,8 @@ def test_compensation_delivered_twice_voids_and_releases_once(stocked: Pipeline)
     assert view["status"] == "OUT_OF_STOCK"
     order_id, before = view["orderId"], effects(stocked)
     steps_before = finished_steps(view)
-    deliver_again(order_id, REVERSE_PAYMENT, "payments")
-    deliver_again(order_id, APPLY_LINE, "inventory.fifo", ("SKU-PEN", 1, "release"),
+    deliver_again(order_id, Task.REVERSE_PAYMENT, "payments")
+    deliver_again(order_id, Task.APPLY_LINE, "inventory.fifo", ("SKU-PEN", 1, "release"),
                   MessageGroupId="SKU-PEN", MessageDeduplicationId=f"{order_id}:again")
     wait_for_steps(order_id, steps_before + 2)
     assert effects(stocked) == before

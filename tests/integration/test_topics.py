@@ -126,5 +126,5 @@ def test_every_status_change_is_announced_once_and_in_order(pipeline: Pipeline) 
             t.outbox.c.event_type == "order.status_changed").order_by(t.outbox.c.id)
         ).scalars().all()
     statuses = [b["status"] for b in bodies if b["orderId"] == order_id]
-    assert statuses == ["VALIDATED", "PAYMENT_AUTHORIZED", "RESERVING", "RESERVED", "SHIPPED",
-                        "COMPLETED"]
+    assert statuses == ["VALIDATED", "AUTHORIZING", "RESERVING", "RESERVED", "SHIPPING",
+                        "SHIPPED", "COMPLETED"]

@@ -12,7 +12,7 @@ from config.celery import broker_url, celery_config
 from config.settings import Settings, load_settings
 from config.topology import QUEUES, TASK_QUEUE, lane_for, queue_by_name
 from pipeline.errors import ConfigurationError
-from tasks.base import backoff_seconds
+from pipeline.retry import backoff_seconds
 
 
 @pytest.mark.parametrize(("variable", "value", "says"), [

@@ -1,0 +1,329 @@
+"""Running one delivery of a step, without Celery: arguments, body, timeline, what next.
+
+A Celery task (tasks/) is a thin adapter around this module: it builds a
+StepContext from its delivery, calls `attempt`, applies the retry decision
+(pipeline.retry) to an exception, and on giving up calls `give_up`. The
+model test (tests/unit/test_model.py) drives exactly the same functions with
+an in-memory publisher, so what it proves about interleavings holds for the
+workers.
+
+After an attempt, `after` decides whether the workflow moves on here: a step
+in the middle of a chain leaves that to the canvas; otherwise `advance` reads
+the order's state and publishes what pipeline.workflow says comes next. At
+the two fan-in points (every line reserved; every line released) only one
+caller continues: the compare-and-set on the order's status, or a once-only
+claim. A redelivered step (attempt > 1) resumes: its first run may have died
+before publishing, so whatever is still outstanding is sent again.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from config.topology import Task
+from pipeline import workflow
+from pipeline.domain import WINDING_DOWN, OrderStatus, StockOp, StockUpdate, can_transition
+from pipeline.errors import InvalidTaskArguments, OrderNotFound, StoreUnavailable
+from pipeline.keys import ID_PATTERN
+from pipeline.retry import Decision, Defer, GiveUp, Retry, RetryPolicy, decide
+from pipeline.services import inventory, notification, payment, shipping, validation
+from pipeline.services.breaker import GuardedGateway
+from pipeline.services.outcome import StepResult
+from pipeline.services.simulators import SimulatedCarrier
+from pipeline.services.validation import Rules
+from pipeline.store import Store
+from pipeline.store.clock import now
+from pipeline.workflow import FanIn, OrderState, Publish, StockUpdates, Undo
+
+__all__ = ["Publisher", "StepContext", "advance", "after", "attempt", "give_up",
+           "handle_failure", "record_attempt", "resume", "step_name", "subject"]
+
+log = logging.getLogger("pipeline.steps")
+S = OrderStatus
+_ID = re.compile(ID_PATTERN)
+MAX_ID = 64
+MAX_QUANTITY = 1_000_000
+
+
+class Publisher(Protocol):
+    """Sends step messages: Celery in the workers, a list in the model test."""
+
+    def publish(self, order_id: str, items: Sequence[Publish], *, vip: bool) -> None: ...
+
+    def stock_updates(self, updates: Sequence[StockUpdate]) -> None: ...
+
+
+@dataclass
+class StepContext:
+    """What one delivery of a step works with."""
+
+    store: Store
+    gateway: GuardedGateway
+    carrier: SimulatedCarrier
+    rules: Rules
+    publisher: Publisher
+    rng: random.Random
+    hold_s: int = 1800
+    low_stock_below: int = 0
+    inventory_fault_rate: float = 0.0
+    attempt: int = 1
+    worker: str = ""
+    sequence: str | None = None  # the FIFO message's SequenceNumber
+    in_chain: bool = False  # further steps follow in this message's canvas
+    stop_chain: Callable[[], None] = lambda: None
+    started: datetime = field(default_factory=now)
+
+
+# ---------------------------------------------------------------- arguments
+def _id(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_ID or not _ID.match(value):
+        raise InvalidTaskArguments(f"{what} must be an id of 1-{MAX_ID} characters "
+                                   f"[A-Za-z0-9_.-], got {str(value)[:80]!r}")
+    return value
+
+
+def _quantity(value: Any) -> int:
+    if type(value) is not int or not 0 < value <= MAX_QUANTITY:
+        raise InvalidTaskArguments(f"quantity must be an integer 1-{MAX_QUANTITY}, "
+                                   f"got {str(value)[:40]!r}")
+    return value
+
+
+def step_name(task: Task, args: Sequence[Any]) -> str:
+    """The step as the order's timeline records it."""
+    if task is Task.APPLY_LINE and len(args) >= 4:
+        return f"{args[3]}:{args[1]}"
+    return {
+        Task.VALIDATE: "validate", Task.AUTHORIZE: "authorize_payment",
+        Task.RESERVE: "reserve_inventory", Task.RELEASE: "release_inventory",
+        Task.SHIP: "ship", Task.CANCEL_SHIPMENT: Undo.CANCEL_SHIPMENT.value,
+        Task.REVERSE_PAYMENT: Undo.REVERSE_PAYMENT.value, Task.NOTIFY: "notify",
+        Task.RESTOCK: "restock",
+    }.get(task, task.value)
+
+
+def _line_update(args: Sequence[Any]) -> StockUpdate:
+    order_id, sku, quantity, op = args
+    return StockUpdate(_id(order_id, "order id"), _id(sku, "product id"), _quantity(quantity),
+                       inventory.parse_op(op, allowed=(StockOp.RESERVE, StockOp.RELEASE)))
+
+
+# ---------------------------------------------------------------- the bodies
+def _apply(ctx: StepContext, update: StockUpdate) -> str:
+    status = inventory.check_update(ctx.store, update)
+    if ctx.inventory_fault_rate > ctx.rng.random():
+        raise StoreUnavailable(f"injected fault before applying {update.update_id}")
+    if update.op is StockOp.RELEASE:
+        ctx.store.resume_compensation(update.ref)
+    return inventory.apply_update(ctx.store, update, status=status, sequence=ctx.sequence,
+                                  hold_s=ctx.hold_s, low_stock_below=ctx.low_stock_below)
+
+
+def _authorize(ctx: StepContext, order_id: str) -> StepResult:
+    result, updates = payment.authorize(ctx.store, ctx.gateway, order_id)
+    if updates:  # noted with the status change; a crash before this is resumed
+        ctx.publisher.publish(order_id, (StockUpdates(updates),),
+                              vip=ctx.store.order(order_id)["priority"] == "vip")
+    return result
+
+
+def _reserve_legacy(ctx: StepContext, order_id: str) -> StepResult:
+    """Orders authorized before the payment step sent their lines itself."""
+    state = ctx.store.order_state(order_id)
+    if state.status is not S.PAYMENT_AUTHORIZED:
+        return StepResult.go("lines already sent", repeated=True)
+    updates = tuple(state.update(sku, StockOp.RESERVE) for sku, _ in state.lines)
+    with ctx.store.engine.begin() as conn:
+        if not ctx.store.transition(order_id, S.RESERVING, expected=[S.PAYMENT_AUTHORIZED],
+                                    conn=conn):
+            return StepResult.go("lines already sent", repeated=True)
+        ctx.store.record_published(updates, conn)
+    ctx.publisher.publish(order_id, (StockUpdates(updates),), vip=state.vip)
+    return StepResult.go(f"{len(updates)} line(s) sent for reservation")
+
+
+def _apply_line(ctx: StepContext, *args: Any) -> StepResult:
+    update = _line_update(args)
+    note = ctx.store.stock_update(update.update_id)
+    state = _apply(ctx, update)
+    return StepResult.go(f"{update.op.value} {update.sku} x{update.quantity}: {state} "
+                         f"(seq {ctx.sequence})",
+                         repeated=bool(note and note["applied_at"] is not None))
+
+
+def _release_legacy(ctx: StepContext, order_id: str) -> StepResult:
+    ctx.store.resume_compensation(order_id)
+    return StepResult.go("compensation continues from the order's state")
+
+
+def _restock(ctx: StepContext, restock_id: Any, sku: Any, quantity: Any) -> StepResult:
+    update = StockUpdate(_id(restock_id, "restock id"), _id(sku, "product id"),
+                         _quantity(quantity), StockOp.RESTOCK)
+    return StepResult.go(_apply(ctx, update))
+
+
+BODIES: dict[Task, Callable[..., StepResult]] = {
+    Task.VALIDATE: lambda ctx, o: validation.validate(ctx.store, o, ctx.rules),
+    Task.AUTHORIZE: _authorize,
+    Task.RESERVE: _reserve_legacy,
+    Task.APPLY_LINE: _apply_line,
+    Task.RELEASE: _release_legacy,
+    Task.SHIP: lambda ctx, o: shipping.ship(ctx.store, ctx.gateway, ctx.carrier, o),
+    Task.CANCEL_SHIPMENT: lambda ctx, o: shipping.cancel_shipment(ctx.store, ctx.carrier, o),
+    Task.REVERSE_PAYMENT: lambda ctx, o: payment.reverse(ctx.store, ctx.gateway, o),
+    Task.NOTIFY: lambda ctx, o: notification.notify(ctx.store, o),
+    Task.RESTOCK: _restock,
+}
+ARITY = {task: (4 if task is Task.APPLY_LINE else 3 if task is Task.RESTOCK else 1)
+         for task in BODIES}
+
+
+def subject(task: Task, args: Sequence[Any]) -> str:
+    """The order (or restock) a delivery is about, for the timeline and dead letters."""
+    return str(args[0])[:MAX_ID] if args else "-"
+
+
+def check_arguments(task: Task, args: Sequence[Any]) -> None:
+    if len(args) != ARITY[task]:
+        raise InvalidTaskArguments(f"{task.value} takes {ARITY[task]} argument(s), "
+                                   f"got {len(args)}")
+    _id(args[0], "order id" if task is not Task.RESTOCK else "restock id")
+
+
+# ---------------------------------------------------------------- one attempt
+def record_attempt(ctx: StepContext, task: Task, args: Sequence[Any], outcome: str,
+                   detail: str | None) -> None:
+    """One timeline row per attempt, written when it ends. A restock has no order."""
+    if task is Task.RESTOCK:
+        return
+    ctx.store.record_step(subject(task, args), step_name(task, args), ctx.attempt, ctx.worker,
+                          started=ctx.started, outcome=outcome,
+                          detail=(detail or "")[:2000] or None)
+
+
+def attempt(ctx: StepContext, task: Task, args: Sequence[Any]) -> StepResult:
+    """Run one attempt and record it; exceptions are the caller's to decide on."""
+    check_arguments(task, args)
+    result = BODIES[task](ctx, *args)
+    outcome = "repeated" if result.repeated else ("ok" if result.proceed else "stopped")
+    record_attempt(ctx, task, args, outcome, result.detail)
+    return result
+
+
+def after(ctx: StepContext, task: Task, args: Sequence[Any], result: StepResult) -> None:
+    """Move the workflow on from a finished attempt (see the module doc)."""
+    if task is Task.RESTOCK:
+        return
+    if not result.proceed:
+        ctx.stop_chain()
+    elif ctx.in_chain:
+        return  # the canvas runs the next step
+    if result.repeated and ctx.attempt == 1:
+        return  # a duplicate: whoever made the change moved the order on
+    advance(ctx, subject(task, args), after=task, resume=result.repeated)
+
+
+def _publish(ctx: StepContext, state: OrderState, items: Sequence[Publish]) -> None:
+    for item in items:
+        if isinstance(item, StockUpdates):
+            ctx.store.record_published(item.updates)
+    if items:
+        ctx.publisher.publish(state.order_id, items, vip=state.vip)
+
+
+def advance(ctx: StepContext, order_id: str, *, after: Task | None = None,
+            resume: bool = False) -> None:
+    """Publish what the order's state says comes next."""
+    store = ctx.store
+    state = store.order_state(order_id)
+    if state.status is S.RESERVING:
+        decision, short = workflow.reservation_fan_in(state)
+        if decision is FanIn.WAITING:
+            if not resume:
+                return  # other lines are still on their way
+        else:
+            if decision is FanIn.RESERVED:
+                won = store.transition(order_id, S.RESERVED, expected=[S.RESERVING])
+            else:
+                won = store.transition(order_id, S.COMPENSATING, expected=[S.RESERVING],
+                                       outcome=S.OUT_OF_STOCK,
+                                       reasons=[f"{sku}: out of stock" for sku in short])
+            if not won and not resume:
+                return  # another line's worker decided and moved the order on
+            state = store.order_state(order_id)
+    elif state.status is S.COMPENSATING and after is Task.APPLY_LINE and not resume:
+        if not workflow.undo_done(Undo.RELEASE_LINES, state):
+            return  # other lines are still being released
+        if not inventory.claim_release_fan_in(store, order_id):
+            return  # another line's worker continues
+    _publish(ctx, state, workflow.next_publish(state, resume=resume))
+
+
+def resume(ctx: StepContext, order_id: str) -> None:
+    """Re-drive an order from its state (the reconciler)."""
+    advance(ctx, order_id, resume=True)
+
+
+# ---------------------------------------------------------------- giving up
+def give_up(ctx: StepContext, task: Task, args: Sequence[Any], error: BaseException,
+            reason: str) -> None:
+    """No attempt will help: compensate the order, or, if it is compensating
+    already, leave it visibly waiting (NEEDS_ATTENTION) until the money and stock
+    can be put right. The caller dead-letters the message with `reason`."""
+    if task in (Task.APPLY_LINE, Task.RESTOCK) and not isinstance(error, InvalidTaskArguments):
+        try:
+            update = (_line_update(args) if task is Task.APPLY_LINE else
+                      StockUpdate(str(args[0]), str(args[1]), int(args[2]), StockOp.RESTOCK))
+            ctx.store.mark_dead_lettered(update.update_id)
+        except (InvalidTaskArguments, ValueError, TypeError, IndexError):
+            pass
+    if task is Task.RESTOCK or isinstance(error, InvalidTaskArguments):
+        return  # not this order's failure: a forged or corrupted message changes nothing
+    order_id = subject(task, args)
+    try:
+        status = ctx.store.status(order_id)
+    except OrderNotFound:
+        return
+    step = step_name(task, args)
+    if status in WINDING_DOWN:
+        if ctx.store.transition(order_id, S.NEEDS_ATTENTION, expected=[S.COMPENSATING]):
+            log.error("order %s needs attention: %s gave up (%s)", order_id, step, reason)
+        return
+    if not can_transition(status, S.COMPENSATING):
+        # SHIPPED, say: the shipment stands; the step waits in the DLQ and the
+        # reconciler sends it again.
+        return
+    cancelled = ctx.store.order(order_id)["cancel_requested"]
+    outcome = S.CANCELLED if cancelled else S.FAILED
+    if ctx.store.transition(order_id, S.COMPENSATING, expected=[status], outcome=outcome,
+                            reasons=[cancelled or f"{step} failed: {reason}"]):
+        advance(ctx, order_id)
+
+
+def handle_failure(ctx: StepContext, task: Task, args: Sequence[Any], error: BaseException,
+                   *, policy: RetryPolicy, max_attempts: int, can_defer: bool) -> Decision:
+    """Decide on an attempt's exception, record it on the timeline, and give up when
+    that is the decision. The caller applies the decision to the message (retry in
+    place, defer, dead-letter, or leave it to the redrive policy)."""
+    decision = decide(error, attempt=ctx.attempt, max_attempts=max_attempts, policy=policy,
+                      rng=ctx.rng, can_defer=can_defer)
+    if isinstance(decision, Retry):
+        record_attempt(ctx, task, args, "retry",
+                       f"{decision.reason} (next attempt in {decision.delay_s}s)")
+    elif isinstance(decision, Defer):
+        record_attempt(ctx, task, args, "deferred",
+                       f"{decision.reason}; deferred {decision.delay_s}s using no attempt")
+        ctx.stop_chain()  # the chain travels on in the deferred copy
+    elif isinstance(decision, GiveUp):
+        record_attempt(ctx, task, args, "failed", decision.reason)
+        ctx.stop_chain()
+        give_up(ctx, task, args, error, decision.reason)
+    else:
+        record_attempt(ctx, task, args, "error", decision.reason)
+    return decision
