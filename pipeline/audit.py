@@ -220,10 +220,15 @@ def _max(conn: Any, query: Any) -> int:
     return int(conn.execute(select(func.coalesce(func.max(query.c.n), 0))).scalar_one())
 
 
-def audit(store: Store, *, require_terminal: bool = True) -> AuditReport:
+def audit(store: Store, *, require_terminal: bool = True,
+          order_ids: Iterable[str] | None = None) -> AuditReport:
+    """The whole store, or (`order_ids`) those orders beside the store-wide checks."""
+    wanted = None if order_ids is None else list(order_ids)
     with reading(store.engine) as conn:
         by_status: dict[str, int] = dict(conn.execute(
-            select(t.orders.c.status, func.count()).group_by(t.orders.c.status)).all())
+            select(t.orders.c.status, func.count())
+            .where(True if wanted is None else t.orders.c.id.in_(wanted))
+            .group_by(t.orders.c.status)).all())
         captures = (select(func.count().label("n")).select_from(t.payments)
                     .where(t.payments.c.kind == "capture")
                     .group_by(t.payments.c.order_id).subquery())
@@ -266,7 +271,7 @@ def audit(store: Store, *, require_terminal: bool = True) -> AuditReport:
         violations.append(f"an idempotency key had {max_charges} effects at the gateway/carrier")
     if max_notes > 1:
         violations.append(f"a notification was sent {max_notes} times")
-    orders = order_violations(store)
+    orders = order_violations(store, wanted)
     for order_id, problems in sorted(orders.items()):
         violations.extend(f"order {order_id}: {p}" for p in problems)
     stock = []

@@ -74,8 +74,8 @@ def applied_per_product(store: Store, skus: list[str]) -> dict[str, int]:
     return {sku: n for sku, n in rows}
 
 
-def assert_fifo_invariants(store: Store, skus: list[str]) -> None:
-    report = audit(store)
+def assert_fifo_invariants(store: Store, skus: list[str], order_ids: list[str]) -> None:
+    report = audit(store, order_ids=order_ids)
     assert report.clean, report.violations  # includes each product's sequence order
     applied = applied_per_product(store, skus)
     for sku in skus:
@@ -100,7 +100,7 @@ def test_contention_applies_each_products_updates_in_sequence_order(
 
     wait_until(lambda: settled(store, order_ids), timeout=240, message="every order settled")
 
-    assert_fifo_invariants(store, skus)
+    assert_fifo_invariants(store, skus, order_ids)
     counts = store.count_by_status()
     assert counts.get("COMPLETED", 0) > 0 and counts.get("OUT_OF_STOCK", 0) > 0, counts
     with store.engine.connect() as conn:
@@ -136,7 +136,7 @@ def test_sigkilled_inventory_worker_loses_and_reorders_nothing(pipeline: Pipelin
     pipeline.lanes.start(line)
     # Messages the killed worker held come back after inventory.fifo's 60 s visibility.
     wait_until(lambda: settled(store, order_ids), timeout=240, message="every order settled")
-    assert_fifo_invariants(store, skus)
+    assert_fifo_invariants(store, skus, order_ids)
 
 
 def test_a_fifo_publish_without_a_group_is_refused_not_filed_under_default(

@@ -113,7 +113,7 @@ def test_every_finished_order_leaves_the_ledgers_consistent(stocked: Pipeline) -
         ["single", "multi", "vip", "declined", "invalid", "undeliverable", "single"])]
     wait_until(lambda: all(get_order(i)["terminal"] for i in ids), timeout=TIMEOUT,
                message="a mixed batch to finish")
-    report = audit(stocked.rt.store)
+    report = audit(stocked.rt.store, order_ids=ids)
     assert report.clean, report.violations
     assert report.max_captures_per_order == 1
     assert report.max_charges_per_key == 1

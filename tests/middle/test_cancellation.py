@@ -11,16 +11,14 @@ import pytest
 from pipeline.demo import sample_order
 from pipeline.domain import CANCELLABLE, OrderStatus, parse_order
 from pipeline.services.cancellation import Cancellation, cancel
-from tests.fixtures import Pipeline
+from pipeline.store import Store
 
-pytestmark = pytest.mark.integration
 S = OrderStatus
 PATH = [S.RECEIVED, S.VALIDATED, S.AUTHORIZING, S.RESERVING, S.RESERVED, S.SHIPPING,
         S.SHIPPED]
 
 
-def order_at(pipeline: Pipeline, status: OrderStatus, n: int) -> str:
-    store = pipeline.rt.store
+def order_at(store: Store, status: OrderStatus, n: int) -> str:
     order = parse_order(sample_order("single", 900 + n))
     store.create_order(order)
     for old, new in pairwise(PATH[:PATH.index(status) + 1]):
@@ -30,9 +28,8 @@ def order_at(pipeline: Pipeline, status: OrderStatus, n: int) -> str:
 
 @pytest.mark.parametrize("status", [s for s in PATH if s in CANCELLABLE])
 def test_an_order_before_the_payment_claim_or_after_it_is_cancelled_once(
-        pipeline: Pipeline, status: OrderStatus) -> None:
-    store = pipeline.rt.store
-    order_id = order_at(pipeline, status, PATH.index(status))
+        store: Store, status: OrderStatus) -> None:
+    order_id = order_at(store, status, PATH.index(status))
     assert cancel(store, order_id, "asked") is Cancellation.CANCELLED
     record = store.order(order_id)
     assert (record["status"], record["outcome"], record["reasons"]) == (
@@ -44,9 +41,8 @@ def test_an_order_before_the_payment_claim_or_after_it_is_cancelled_once(
 
 
 def test_a_cancellation_while_authorizing_is_recorded_for_the_payment_step(
-        pipeline: Pipeline) -> None:
-    store = pipeline.rt.store
-    order_id = order_at(pipeline, S.AUTHORIZING, 20)
+        store: Store) -> None:
+    order_id = order_at(store, S.AUTHORIZING, 20)
     assert cancel(store, order_id, "changed my mind") is Cancellation.REQUESTED
     assert store.status(order_id) is S.AUTHORIZING  # the step owns it
     assert store.order(order_id)["cancel_requested"] == "changed my mind"
@@ -59,10 +55,9 @@ def test_a_cancellation_while_authorizing_is_recorded_for_the_payment_step(
 
 
 @pytest.mark.parametrize("status", [S.SHIPPING, S.SHIPPED])
-def test_an_order_claimed_for_shipping_cannot_be_cancelled(pipeline: Pipeline,
+def test_an_order_claimed_for_shipping_cannot_be_cancelled(store: Store,
                                                            status: OrderStatus) -> None:
-    store = pipeline.rt.store
-    order_id = order_at(pipeline, status, 30 + PATH.index(status))
+    order_id = order_at(store, status, 30 + PATH.index(status))
     assert cancel(store, order_id, "too late") is Cancellation.TOO_LATE
     assert store.status(order_id) is status
     for old, new in pairwise([*PATH[PATH.index(status):], S.COMPLETED]):

@@ -1,0 +1,118 @@
+"""The middle tier: services, store and steps against a real database, no workers.
+
+Deliveries go through pipeline.steps exactly as the workers run them, with
+pipeline.testing.InMemoryBroker in place of SQS, so a test chooses the
+interleaving and injects faults at the gateway and the carrier.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline import steps
+from pipeline.domain import OrderStatus, parse_order
+from pipeline.reconcile import NEXT_STEPS, reconcile
+from pipeline.services.breaker import Breaker, GuardedGateway
+from pipeline.services.breaker_state import BreakerConfig
+from pipeline.services.simulators import Faults, SimulatedCarrier, SimulatedGateway
+from pipeline.services.validation import Rules
+from pipeline.store import Store, create_db_engine, create_schema
+from pipeline.testing import InMemoryBroker, QueuedMessage
+
+ADDRESS = {"line1": "1 Main St", "city": "Springfield", "state": "IL", "postalCode": "62701",
+           "country": "US"}
+DOWN = Faults(transient_error_rate=1.0)
+
+
+class Harness:
+    """One store, an in-memory broker, and switchable outages."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.broker = InMemoryBroker()
+        self.rng = random.Random(3)
+        self.outages: dict[str, Faults] = {}
+        self.tag = uuid.uuid4().hex[:6]
+        self.store.set_stock(f"{self.tag}-A", 50, price=Decimal("5.00"))
+        self.store.set_stock(f"{self.tag}-B", 1, price=Decimal("5.00"))
+
+    def context(self, **delivery: Any) -> steps.StepContext:
+        engine = self.store.engine
+        gateway = GuardedGateway(
+            SimulatedGateway(engine, self.outages.get("gateway", Faults()), self.rng),
+            Breaker(self.store, f"gw-{self.tag}", BreakerConfig(failure_threshold=10**6)))
+        carrier = SimulatedCarrier(engine, self.outages.get("carrier", Faults()), self.rng)
+        return steps.StepContext(store=self.store, gateway=gateway, carrier=carrier,
+                                 rules=Rules(), publisher=self.broker, rng=self.rng,
+                                 worker="middle", **delivery)
+
+    def document(self, *, lines: list[tuple[str, int]] | None = None, token: str = "tok_visa",
+                 postal_code: str = "62701") -> dict[str, Any]:
+        items = [{"productId": f"{self.tag}-{sku}", "quantity": q, "price": "5.00"}
+                 for sku, q in (lines or [("A", 1)])]
+        return {"orderId": f"{self.tag}-{uuid.uuid4().hex[:8]}", "customerId": "c1",
+                "items": items,
+                "totalAmount": str(sum(Decimal("5.00") * i["quantity"] for i in items)),
+                "currency": "USD", "payment": {"token": token},
+                "shippingAddress": dict(ADDRESS, postalCode=postal_code),
+                "contact": {"email": "c1@example.com"}}
+
+    def submit(self, **kwargs: Any) -> str:
+        order = parse_order(self.document(**kwargs))
+        self.store.create_order(order)
+        steps.advance(self.context(), order.order_id)
+        return order.order_id
+
+    def next_message(self, task: Any = None) -> QueuedMessage:
+        ready = [m for m in self.broker.deliverable() if task is None or m.task is task]
+        assert ready, f"no {task or 'message'} to deliver: {self.broker.queue}"
+        return ready[0]
+
+    def deliver(self, task: Any = None) -> str:
+        return self.broker.deliver(self.next_message(task), self.context)
+
+    def run_until(self, order_id: str, *statuses: OrderStatus, limit: int = 100) -> None:
+        """Deliver messages in publish order until the order is in one of `statuses`."""
+        for _ in range(limit):
+            if self.store.status(order_id) in statuses:
+                return
+            self.deliver()
+        raise AssertionError(f"{order_id} is {self.store.status(order_id)}, not {statuses}")
+
+    def drain(self) -> None:
+        while self.broker.deliverable():
+            self.deliver()
+
+    def reconcile(self) -> None:
+        reconcile(self.context(), {status: 0.0 for status in NEXT_STEPS})
+
+
+@pytest.fixture(scope="session")
+def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("middle") / "template.db"
+    engine = create_db_engine(f"sqlite:///{path}")
+    create_schema(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture
+def store(template_db: Path, tmp_path: Path) -> Iterator[Store]:
+    path = tmp_path / "store.db"
+    shutil.copyfile(template_db, path)
+    store = Store(create_db_engine(f"sqlite:///{path}"))
+    yield store
+    store.engine.dispose()
+
+
+@pytest.fixture
+def harness(store: Store) -> Harness:
+    return Harness(store)

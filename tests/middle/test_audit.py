@@ -1,0 +1,46 @@
+"""`pipeline audit` finds what the pipeline of commit 04b8e07 got wrong while its own
+audit said clean (tests/data/legacy.db, built by tests/data/build_legacy_db.py)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from pipeline.audit import audit
+from pipeline.store import Store, create_db_engine, create_schema
+from pipeline.store.migrate import current_revision, head_revision
+from pipeline.testing import run_cli
+
+LEGACY = Path(__file__).resolve().parents[1] / "data" / "legacy.db"
+
+
+def legacy_copy(tmp_path: Path) -> str:
+    copy = tmp_path / "legacy.db"
+    shutil.copyfile(LEGACY, copy)
+    return f"sqlite:///{copy}"
+
+
+def test_the_audit_names_every_wrong_order_of_the_legacy_database(tmp_path: Path) -> None:
+    store = Store(create_db_engine(legacy_copy(tmp_path)))
+    create_schema(store.engine)  # stamps the create_all database, then upgrades it
+    assert current_revision(store.engine) == head_revision()
+    report = audit(store)
+    assert not report.clean
+    orders = report.orders
+    assert any("never voided" in p for p in orders["legacy-oos-not-voided"])
+    assert any("'not charged'" in p for p in orders["legacy-oos-not-voided"])
+    assert any("not refunded" in p for p in orders["legacy-refused-not-refunded"])
+    assert any("money is taken" in p for p in orders["legacy-cancel-captured"])
+    assert any("live shipment" in p for p in orders["legacy-cancel-untracked-parcel"])
+    assert any("r-lost:SKU-MUG:restock" in v and "DEAD_LETTERED" in v
+               for v in report.violations)
+
+
+def test_pipeline_audit_lists_each_violating_order_and_exits_1(tmp_path: Path) -> None:
+    url = legacy_copy(tmp_path)
+    create_schema(create_db_engine(url))
+    done = run_cli({"PIPELINE_DATABASE_URL": url}, "audit")
+    assert done.returncode == 1, done.stdout + done.stderr
+    for order_id in ("legacy-oos-not-voided", "legacy-refused-not-refunded",
+                     "legacy-cancel-captured", "legacy-cancel-untracked-parcel"):
+        assert f"order {order_id}:" in done.stdout
