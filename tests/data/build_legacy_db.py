@@ -23,6 +23,7 @@ from __future__ import annotations
 import random
 import sys
 from decimal import Decimal
+from itertools import pairwise
 from pathlib import Path
 
 from pipeline.demo import CATALOG, sample_order
@@ -37,7 +38,7 @@ OUT = Path(__file__).with_name("legacy.db")
 
 
 def walk(store: Store, order_id: str, path: list[S]) -> None:
-    for old, new in zip(path, path[1:], strict=False):
+    for old, new in pairwise(path):
         assert store.transition(order_id, new, expected=[old]), (old, new)
 
 
