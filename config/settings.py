@@ -78,10 +78,14 @@ class Settings(BaseSettings):
     flower_address: str = "127.0.0.1"
     flower_port: int = Field(default=5555, ge=1, le=65535)
     flower_basic_auth: str | None = Field(default=None, description="user:password")
+    flower_unauthenticated_api: bool = Field(default=False, description=(
+        "Flower without authentication: loopback only, cross-site requests refused."))
 
     # --- Metrics (Prometheus text format; `pipeline metrics`) ----------------
     metrics_address: str = "127.0.0.1"
     metrics_port: int = Field(default=9808, ge=1, le=65535)
+    metrics_public: bool = Field(default=False, description=(
+        "Allow a non-loopback PIPELINE_METRICS_ADDRESS (the endpoint has no auth)."))
 
     # --- Business rules ----------------------------------------------------
     max_quantity_per_line: int = Field(default=100, ge=1)
@@ -150,6 +154,14 @@ class Settings(BaseSettings):
         if not loopback and not self.flower_basic_auth:
             raise ValueError("PIPELINE_FLOWER_BASIC_AUTH is required when "
                              "PIPELINE_FLOWER_ADDRESS is not loopback")
+        if self.flower_unauthenticated_api and not loopback:
+            raise ValueError("PIPELINE_FLOWER_UNAUTHENTICATED_API is allowed on a loopback "
+                             "PIPELINE_FLOWER_ADDRESS only")
+        if self.metrics_address not in ("127.0.0.1", "localhost", "::1") and \
+                not self.metrics_public:
+            raise ValueError("PIPELINE_METRICS_ADDRESS is not loopback: set "
+                             "PIPELINE_METRICS_PUBLIC=true to serve metrics (no personal "
+                             "data, no authentication) beyond this host")
         return self
 
     @property

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, true
 
 from pipeline.domain import TERMINAL, OrderStatus
 from pipeline.keys import payment_key, shipment_key
@@ -90,7 +90,7 @@ def _load(store: Store, order_ids: Iterable[str] | None) -> dict[str, _Books]:
     wanted = None if order_ids is None else list(order_ids)
 
     def only(column: Any) -> Any:
-        return True if wanted is None else column.in_(wanted)
+        return true() if wanted is None else column.in_(wanted)
 
     books: dict[str, _Books] = {}
     with reading(store.engine) as conn:
@@ -227,7 +227,7 @@ def audit(store: Store, *, require_terminal: bool = True,
     with reading(store.engine) as conn:
         by_status: dict[str, int] = dict(conn.execute(
             select(t.orders.c.status, func.count())
-            .where(True if wanted is None else t.orders.c.id.in_(wanted))
+            .where(true() if wanted is None else t.orders.c.id.in_(wanted))
             .group_by(t.orders.c.status)).all())
         captures = (select(func.count().label("n")).select_from(t.payments)
                     .where(t.payments.c.kind == "capture")

@@ -18,22 +18,37 @@ console = Console()
 
 @click.command()
 def flower() -> None:
-    """Run Flower with the address, port and auth from settings.
+    """Run Flower (hardened: pipeline.monitoring.flower) with the address, port and auth
+    from settings.
 
+    Basic auth unless PIPELINE_FLOWER_UNAUTHENTICATED_API is set (loopback only);
+    without PIPELINE_FLOWER_BASIC_AUTH a password is made up and printed once.
     Workers send events by configuration, so Flower's own "enable events"
-    broadcast every 5 s is switched off. Its API is open without auth only
-    when bound to loopback (settings refuse any other address without auth).
+    broadcast every 5 s is switched off.
     """
+    import secrets
+    import sys
+
     from config.settings import load_settings
 
     s = load_settings()
-    args = ["celery", "-A", "pipeline.app", "flower", f"--address={s.flower_address}",
-            f"--port={s.flower_port}", "--enable_events=False", "--inspect_timeout=3000"]
-    if s.flower_basic_auth:
-        args.append(f"--basic-auth={s.flower_basic_auth}")
-    else:  # loopback only (Settings refuses anything else without auth)
+    args = [sys.executable, "-m", "pipeline.monitoring.flower", "-A", "pipeline.app", "flower",
+            f"--address={s.flower_address}", f"--port={s.flower_port}",
+            "--enable_events=False", "--inspect_timeout=3000"]
+    if s.flower_unauthenticated_api:  # Settings allow it on loopback only
         os.environ["FLOWER_UNAUTHENTICATED_API"] = "true"
-    os.execvp(args[0], args)
+        click.echo(f"Flower on http://{s.flower_address}:{s.flower_port} without "
+                   "authentication (loopback; cross-site requests refused)", err=True)
+    else:
+        os.environ.pop("FLOWER_UNAUTHENTICATED_API", None)
+        auth = s.flower_basic_auth
+        if auth is None:
+            auth = f"pipeline:{secrets.token_urlsafe(12)}"
+            click.echo(f"Flower on http://{s.flower_address}:{s.flower_port}: user pipeline, "
+                       f"password {auth.split(':', 1)[1]} (set PIPELINE_FLOWER_BASIC_AUTH "
+                       "to choose one)", err=True)
+        args.append(f"--basic-auth={auth}")
+    os.execv(args[0], args)
 
 
 @click.command()
@@ -75,6 +90,9 @@ def metrics(address: str | None, port: int | None) -> None:
     registry = CollectorRegistry()
     registry.register(Figures())
     host = address or rt.settings.metrics_address
+    if host not in ("127.0.0.1", "localhost", "::1") and not rt.settings.metrics_public:
+        raise click.UsageError(f"--address {host} is not loopback: set PIPELINE_METRICS_PUBLIC="
+                               "true to serve metrics (no authentication) beyond this host")
     bound = port if port is not None else rt.settings.metrics_port
     start_http_server(bound, addr=host, registry=registry)
     click.echo(f"metrics on http://{host}:{bound}/metrics", err=True)

@@ -126,7 +126,9 @@ def run_demo(count: int, *, exit_when_done: bool, timeout: float) -> int:
 
     settings = load_settings()
     rt = get_runtime()
-    group = ProcessGroup(dict(os.environ), VAR_DIR / "log")
+    # A local demo: Flower without a password, on loopback, cross-site requests refused.
+    group = ProcessGroup({**os.environ, "PIPELINE_FLOWER_UNAUTHENTICATED_API": "true"},
+                         VAR_DIR / "log")
     lines = {line.name: line for line in read_procfile()}
     try:
         if settings.uses_emulator and not _endpoint_answers():

@@ -248,3 +248,58 @@ class QueuedMessage:
     dedup: str | None = None
     sequence: int = 0
     receives: int = 0
+
+
+# ------------------------------------------------------------------ hostile input
+def hostile_bodies(count: int, seed: int = 0) -> list[str]:
+    """SQS message bodies no worker may die of: deep nesting, huge numbers, wrong
+    types, bad base64, oversized bodies, and well-formed Celery messages with forged
+    task names and arguments. Each is distinct (it carries its index)."""
+    import base64
+    import json
+    import random
+
+    rng = random.Random(seed)
+
+    def envelope(task: str, args: Any, kwargs: Any = None, *, raw_body: str | None = None,
+                 n: int = 0) -> str:
+        body = raw_body if raw_body is not None else base64.b64encode(json.dumps(
+            [args, kwargs or {}, {"callbacks": None, "errbacks": None, "chain": None,
+                                  "chord": None}]).encode()).decode()
+        message = {"body": body, "content-encoding": "utf-8",
+                   "content-type": "application/json",
+                   "headers": {"lang": "py", "task": task, "id": f"hostile-{seed}-{n}",
+                               "retries": 0, "argsrepr": "", "kwargsrepr": ""},
+                   "properties": {"body_encoding": "base64", "delivery_tag": f"t{n}",
+                                  "delivery_info": {"exchange": "", "routing_key": "x"},
+                                  "priority": 0, "correlation_id": f"hostile-{n}"}}
+        return base64.b64encode(json.dumps(message).encode()).decode()
+
+    makers: list[Callable[[int], str]] = [
+        lambda n: "[" * (2000 + n % 3000) + "]" * (2000 + n % 3000),
+        lambda n: base64.b64encode(("[" * 3000 + f"{n}" + "]" * 3000).encode()).decode(),
+        lambda n: f"{n}" + "9" * rng.randint(400, 4000),
+        lambda n: json.dumps({"n": n, "x": 10 ** rng.randint(20, 300)}),
+        lambda n: json.dumps([n, "not", "an", "envelope"]),
+        lambda n: json.dumps(None if n % 2 else f"string {n}"),
+        lambda n: f"%%%{n}%%% not base64 {{",
+        lambda n: base64.b64encode(bytes([0xFF, 0xFE, n % 256]) + b"\x00binary").decode(),
+        lambda n: f"{n}:" + "x" * rng.randint(70_000, 200_000),
+        lambda n: envelope("tasks.nope.unknown", [f"o-{n}"], n=n),
+        lambda n: envelope("tasks.inventory.apply_line", [f"ghost-{n}", "SKU-BOOK", 7,
+                                                            "reserve"], n=n),
+        lambda n: envelope("tasks.inventory.apply_line", [f"ghost-{n}", "SKU-BOOK", 7,
+                                                            "bogus"], n=n),
+        lambda n: envelope("tasks.inventory.apply_line", [{"$gt": n}, ["x"], 10 ** 30,
+                                                            None], n=n),
+        lambda n: envelope("tasks.validation.validate_order", [f"ghost:{n} with spaces"], n=n),
+        lambda n: envelope("tasks.payment.authorize_payment", [], {"evil": n}, n=n),
+        lambda n: envelope("tasks.shipping.ship_order", [f"o-{n}", "extra"], n=n),
+        lambda n: envelope("tasks.notification.notify_customer", [f"nobody-{n}"], n=n),
+        lambda n: envelope("tasks.inventory.restock", [f"r-{n}", "SKU-BOOK", 1000], n=n),
+        lambda n: envelope("tasks.validation.validate_order", [f"o-{n}"],
+                           raw_body=f"%%%{n}", n=n),
+        lambda n: envelope("tasks.validation.validate_order", [f"o-{n}"],
+                           raw_body=base64.b64encode(("[" * 5000).encode()).decode(), n=n),
+    ]
+    return [makers[n % len(makers)](n) for n in range(count)]

@@ -25,9 +25,10 @@ def quarantine(message: Any, kind: str, error: BaseException | None) -> None:
     rt = get_runtime()
     info = message.delivery_info or {}
     sqs_message = info.get("sqs_message") or {}
-    # A body that is not a kombu message has no routing key; its queue URL says it.
-    routing_key = info.get("routing_key") or str(info.get("sqs_queue") or "").rsplit("/", 1)[-1]
-    queue = queue_name_of(routing_key, rt.settings.queue_prefix)
+    # The queue URL says where it came from; the body's own routing key is its claim.
+    url_name = str(info.get("sqs_queue") or "").rsplit("/", 1)[-1]
+    queue = queue_name_of(url_name, rt.settings.queue_prefix) or queue_name_of(
+        info.get("routing_key"), rt.settings.queue_prefix)
     if queue is None:
         log.error("cannot dead-letter a %s message from unknown queue %r; leaving it for "
                   "the redrive policy", kind, info.get("routing_key"))

@@ -77,7 +77,7 @@ class OrderStep(Task):
 
     # --- the delivery -------------------------------------------------------
     def delivery(self) -> Delivery:
-        return Delivery.of(self.request)
+        return Delivery.of(self.request, get_runtime().settings.queue_prefix)
 
     def max_attempts(self, delivery: Delivery) -> int:
         if self.retry.max_attempts is not None:

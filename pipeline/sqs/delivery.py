@@ -26,10 +26,15 @@ class Delivery:
     attributes: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, request: Any) -> Delivery:
+    def of(cls, request: Any, prefix: str) -> Delivery:
         info = (request.properties or {}).get("delivery_info") or {}
-        routing = (request.delivery_info or {}).get("routing_key") or ""
         message = info.get("sqs_message") or {}
+        # Where the message really came from is its queue URL; the routing key in
+        # the message is only what its sender claimed.
+        url_name = str(info.get("sqs_queue") or "").rsplit("/", 1)[-1]
+        routing = url_name.removeprefix(prefix) if url_name.startswith(prefix) else ""
+        if not routing:
+            routing = str((request.delivery_info or {}).get("routing_key") or "")
         return cls(str(routing), info.get("sqs_queue"), message.get("ReceiptHandle"),
                    message.get("MessageId"), message.get("Body"),
                    {str(k): str(v) for k, v in (message.get("Attributes") or {}).items()})

@@ -86,6 +86,82 @@ class Channel(BroadcastChannel):
                 return
         super()._put(queue, message, **kwargs)
 
+    # --- nothing on a queue can kill a worker -----------------------------------
+    def _prepare_json_payload(self, text: str) -> Any:
+        """kombu catches only JSONDecodeError and TypeError here: a deeply nested
+        body (10 kB of '[') raised RecursionError out of the consumer and killed
+        the worker, every restart again. Any failure now means "not a kombu
+        envelope": Celery's consumer sees no task and dead-letters it
+        (pipeline.worker) with its raw body."""
+        try:
+            return super()._prepare_json_payload(text)
+        except Exception as error:
+            log.warning("undecodable message body (%s); handing it on as not a task",
+                        type(error).__name__)
+            return {}
+
+    def _message_to_python(self, message: dict[str, Any], queue_name: str,
+                           q_url: str) -> Any:
+        try:
+            return super()._message_to_python(message, queue_name, q_url)
+        except Exception as error:  # bad base64, bad UTF-8, whatever comes next
+            if self.connection is None:  # closed mid-batch: the guard drops the rest
+                return {}
+            log.warning("cannot read a message from %s (%s: %s); handing it on as not a "
+                        "task", queue_name, type(error).__name__, str(error)[:200])
+            if queue_name in self._noack_queues:
+                self._delete_message(queue_name, message)
+            return self._envelope_payload({}, "", message, q_url)
+
+    def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
+        """Every message reaches the consumer through a guard: whatever fails while
+        kombu builds its Message or Celery dispatches it (a bad base64 body, an
+        envelope without properties, any exception type) dead-letters that message
+        with the reason, and the worker carries on."""
+        result = super().basic_consume(queue, no_ack, *args, **kwargs)
+        inner = self.connection._callbacks[queue]
+
+        def guarded(raw_message: Any) -> Any:
+            if self.connection is None:
+                # A consumer that failed reset this channel while its batch was being
+                # delivered: the rest come back after their visibility timeout.
+                return None
+            try:
+                return inner(raw_message)
+            except Exception as error:
+                self._unreadable(queue, raw_message, error)
+                return None
+
+        self.connection._callbacks[queue] = guarded
+        return result
+
+    def _unreadable(self, queue: str, raw_message: Any, error: BaseException) -> None:
+        from pipeline.quarantine import garbage_reason, queue_name_of, send_to_dlq
+        from pipeline.runtime import get_runtime
+
+        try:
+            properties = raw_message.get("properties") or {}
+            info = properties.get("delivery_info") or {}
+            sqs_message = info.get("sqs_message") or {}
+        except AttributeError:
+            properties, info, sqs_message = {}, {}, {}
+        receipt, url = sqs_message.get("ReceiptHandle"), info.get("sqs_queue")
+        name = queue_name_of(self.canonical_queue_name(queue), self.queue_name_prefix)
+        log.error("dead-lettering an unreadable message from %s: %s: %s", queue,
+                  type(error).__name__, str(error)[:300])
+        try:
+            if name is not None:  # a work queue: its DLQ, with the reason
+                send_to_dlq(get_runtime(), name, str(sqs_message.get("Body") or ""),
+                            garbage_reason("UnreadableMessage", error),
+                            dead_id=f"garbage-{sqs_message.get('MessageId', '?')}")
+            tag = properties.get("delivery_tag")
+            if tag is not None and tag in self.qos._delivered:
+                self.basic_ack(tag)
+            elif receipt and url:
+                self.sqs(queue=queue).delete_message(QueueUrl=url, ReceiptHandle=receipt)
+        except Exception as failure:  # SQS is down: the message comes back, and so do we
+            log.warning("could not dead-letter the unreadable message: %s", failure)
+
     # --- riding out broker outages -------------------------------------------
     def _on_messages_ready(self, queue: Any, qname: str, messages: Any) -> Any:
         if not isinstance(messages, dict):  # kombu's stand-in for a failed receive

