@@ -129,54 +129,98 @@ def topology() -> None:
 
 
 @main.command("iam-policy")
+@click.option("--role", default=None, help="worker-LANE, producer, beat, relay, flower or "
+              "operator; default: every role's policy.")
 @click.option("--account-id", default="*", show_default=True)
-def iam_policy(account_id: str) -> None:
-    """Print the least-privilege IAM policy for this topology."""
+def iam_policy(role: str | None, account_id: str) -> None:
+    """Print the least-privilege IAM policy of a role (see pipeline/iam.py)."""
     from config.settings import load_settings
-    from pipeline.sqs.provision import iam_policy as build
+    from pipeline.iam import policy, roles
 
-    _dump(build(load_settings(), account_id))
+    settings = load_settings()
+    if role is not None:
+        _dump(policy(settings, role, account_id))
+    else:
+        _dump({name: policy(settings, name, account_id) for name in roles()})
 
 
 # ----------------------------------------------------------------- orders
+MAX_SUBMIT_BYTES = 64 * 1024 * 1024
+
+
+def _read_documents(text: str) -> tuple[list[tuple[int, Any]], list[str]]:
+    """(line number, document) pairs from one JSON object or JSON lines, and problems."""
+    def parse(chunk: str) -> Any:
+        return json.loads(chunk)
+
+    try:
+        return [(1, parse(text))], []
+    except (ValueError, RecursionError):  # JSON lines, or a problem reported per line
+        pass
+    documents: list[tuple[int, Any]] = []
+    problems: list[str] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            documents.append((number, parse(line)))
+        except json.JSONDecodeError as error:
+            problems.append(f"line {number}: invalid JSON: {error.msg} at column {error.colno}")
+        except RecursionError:
+            problems.append(f"line {number}: invalid JSON: nested too deeply")
+        except ValueError as error:  # e.g. an integer of more than 4300 digits
+            problems.append(f"line {number}: invalid JSON: {str(error)[:200]}")
+    return documents, problems
+
+
 @main.command()
 @click.argument("source", type=click.File("r"))
 @click.option("--json", "as_json", is_flag=True)
 def submit(source: Any, as_json: bool) -> None:
-    """Submit orders from FILE or - : one JSON object, or JSON lines."""
+    """Submit orders from FILE or - : one JSON object, or JSON lines.
+
+    Validation is all or nothing: if any document is invalid nothing is stored
+    (exit 1, one message per bad field, per line). Then each order is stored and
+    started in turn and the output says, line by line, what happened: stored
+    (its id), or why not (a conflicting orderId, SQS unreachable); exit 1 if any
+    line was not stored. Submitting a file again is safe.
+    """
     from pipeline.api import submit_order
     from pipeline.domain import parse_order
     from pipeline.errors import InvalidOrder
 
-    text = source.read()
-    documents: list[Any] = []
-    problems: list[str] = []
-    try:
-        documents = [json.loads(text)]
-    except json.JSONDecodeError:
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                documents.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                problems.append(f"line {number}: invalid JSON: {error.msg} at column {error.colno}")
+    text = source.read(MAX_SUBMIT_BYTES + 1)
+    if len(text) > MAX_SUBMIT_BYTES:
+        _fail(f"nothing submitted: input over {MAX_SUBMIT_BYTES // 2**20} MiB", code=1)
+    documents, problems = _read_documents(text)
     if not documents and not problems:
         problems.append("no order in the input")
     orders = []
-    for number, document in enumerate(documents, 1):
+    for number, document in documents:
         try:
-            orders.append(parse_order(document))
+            orders.append((number, parse_order(document)))
         except InvalidOrder as error:
-            problems.extend(f"order {number}: {p}" for p in error.problems)
-    if problems:  # all or nothing: nothing is enqueued when any order is bad
-        _fail("nothing submitted:\n  " + "\n  ".join(problems), code=1)
-    ids = [submit_order(order) for order in orders]
+            problems.extend(f"line {number}: {p}" for p in error.problems)
+    if problems:  # all or nothing: nothing is stored when any order is bad
+        _fail("nothing submitted:\n  " + "\n  ".join(problems[:200]), code=1)
+    results = []
+    for number, order in orders:
+        try:
+            results.append({"line": number, "orderId": submit_order(order), "stored": True})
+        except PipelineError as error:
+            results.append({"line": number, "orderId": order.order_id, "stored": False,
+                            "error": str(error)})
     if as_json:
-        _dump({"orderIds": ids})
+        _dump({"orderIds": [r["orderId"] for r in results if r["stored"]], "lines": results})
     else:
-        for order_id in ids:
-            click.echo(order_id)
+        for r in results:
+            if r["stored"]:
+                click.echo(r["orderId"])
+            else:
+                err.print(f"line {r['line']}: order {r['orderId']} not stored: {r['error']}")
+    failed = [str(r["error"]) for r in results if not r["stored"]]
+    if failed:  # 2: SQS unreachable (submit again later); 1: refused
+        raise SystemExit(2 if any("could not be published" in e for e in failed) else 1)
 
 
 @main.command()

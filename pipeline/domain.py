@@ -13,10 +13,18 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from pipeline.errors import InvalidOrder
-from pipeline.keys import stock_update_id
+from pipeline.keys import ID_PATTERN, stock_update_id
 
 __all__ = [
     "CANCELLABLE",
@@ -37,8 +45,25 @@ __all__ = [
     "reached",
 ]
 
+# Bounds at the door: every field of a document is bounded here, before anything
+# is stored or enqueued (the business rules come later, in validation).
+MAX_LINES = 100  # the business rule (PIPELINE_MAX_LINES_PER_ORDER) is at most this
+MAX_QUANTITY = 1_000_000
 Money = Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=2)]
 CARD_NUMBER = re.compile(r"^\d{12,19}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _printable(value: str) -> str:
+    # A NUL byte fails the insert on PostgreSQL; control characters have no place
+    # in an order and end up in logs and notifications.
+    if _CONTROL.search(value):
+        raise ValueError("contains control characters")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_printable)]
+Id = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]
 
 
 class _Doc(BaseModel):
@@ -46,14 +71,13 @@ class _Doc(BaseModel):
 
 
 class LineItem(_Doc):
-    product_id: str = Field(alias="productId", min_length=1, max_length=64,
-                            pattern=r"^[A-Za-z0-9_.:-]+$")
-    quantity: int = Field(ge=1)
+    product_id: Id = Field(alias="productId")
+    quantity: int = Field(ge=1, le=MAX_QUANTITY, strict=True)
     price: Money
 
 
 class PaymentInfo(_Doc):
-    token: str = Field(min_length=3, max_length=128)
+    token: Text = Field(min_length=3, max_length=128)
 
     @field_validator("token")
     @classmethod
@@ -64,11 +88,11 @@ class PaymentInfo(_Doc):
 
 
 class Address(_Doc):
-    line1: str = Field(min_length=1, max_length=200)
-    line2: str | None = Field(default=None, max_length=200)
-    city: str = Field(min_length=1, max_length=100)
-    state: str | None = Field(default=None, max_length=100)
-    postal_code: str = Field(alias="postalCode", min_length=2, max_length=16)
+    line1: Text = Field(min_length=1, max_length=200)
+    line2: Text | None = Field(default=None, max_length=200)
+    city: Text = Field(min_length=1, max_length=100)
+    state: Text | None = Field(default=None, max_length=100)
+    postal_code: Text = Field(alias="postalCode", min_length=2, max_length=16)
     country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")
 
 
@@ -80,10 +104,10 @@ class Contact(_Doc):
 class Order(_Doc):
     """An order document (the seeds' format)."""
 
-    order_id: str = Field(alias="orderId", default_factory=lambda: f"ord_{uuid.uuid4().hex[:20]}",
-                          min_length=3, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
-    customer_id: str = Field(alias="customerId", min_length=1, max_length=64)
-    items: list[LineItem] = Field(min_length=1)
+    order_id: Id = Field(alias="orderId", default_factory=lambda: f"ord_{uuid.uuid4().hex[:20]}",
+                         min_length=3)
+    customer_id: Text = Field(alias="customerId", min_length=1, max_length=64)
+    items: list[LineItem] = Field(min_length=1, max_length=MAX_LINES)
     total_amount: Money = Field(alias="totalAmount")
     currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
     priority: Literal["normal", "vip"] = "normal"
@@ -100,6 +124,9 @@ class Order(_Doc):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+MAX_PROBLEMS = 20  # one message per bad field, but a 10,000-line mess is not 10,000 lines
+
+
 def parse_order(data: Any) -> Order:
     """Validate a document; raise InvalidOrder with one message per bad field."""
     if not isinstance(data, dict):
@@ -108,10 +135,15 @@ def parse_order(data: Any) -> Order:
         return Order.model_validate(data)
     except ValidationError as error:
         problems = []
-        for item in error.errors():
+        for item in error.errors(include_url=False, include_input=False):
             where = ".".join(str(part) for part in item["loc"]) or "order"
-            problems.append(f"{where}: {item['msg']}")
+            problems.append(f"{where}: {item['msg']}"[:300])
+        if len(problems) > MAX_PROBLEMS:
+            problems = [*problems[:MAX_PROBLEMS],
+                        f"... and {len(problems) - MAX_PROBLEMS} more problem(s)"]
         raise InvalidOrder(problems) from None
+    except RecursionError:
+        raise InvalidOrder(["order: nested too deeply"]) from None
 
 
 class OrderStatus(StrEnum):

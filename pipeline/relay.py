@@ -5,13 +5,18 @@ events with SNS PublishBatch (ten per request), grouped by topic, each with
 its message attributes for subscription filter policies, then marks them
 published. At least once: a crash between publish and mark publishes again,
 and consumers dedupe by `eventId`. A failed entry stays pending and is
-retried with backoff; published rows older than a day are purged.
+retried on the next round (a failing SNS doubles the pause, up to 10 s); an
+event SNS refuses for what it is (too large, an invalid attribute) is parked
+with the reason, never retried forever, and counted by `pipeline metrics`.
+Published rows older than a day are purged.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import threading
 import time
 from collections import defaultdict
@@ -29,6 +34,8 @@ __all__ = ["Relay"]
 
 log = logging.getLogger("pipeline.relay")
 BATCH = 10  # SNS PublishBatch's limit
+SNS_MAX_BYTES = 256 * 1024  # one message, and a whole PublishBatch request
+LEASE_S = 10.0
 KEEP_PUBLISHED = timedelta(days=1)
 
 
@@ -39,6 +46,7 @@ class Relay:
         self.sns = rt.aws_client("sns")
         self.stopping = threading.Event()
         self.published = 0
+        self.holder = f"{socket.gethostname()}:{os.getpid()}"
         self._topics: dict[str, str] = {}
 
     def topic_arn(self, topic: str) -> str:
@@ -55,7 +63,13 @@ class Relay:
         return self._topics[topic]
 
     def publish_pending(self, limit: int = 500) -> int:
-        """One round: publish up to `limit` pending events; returns how many went out."""
+        """One round: publish up to `limit` pending events; returns how many went out.
+
+        Only the holder of the relay lease publishes, so two relays started by
+        mistake never send an event twice (the other waits; it takes over when
+        the holder stops renewing)."""
+        if not self.rt.store.take_lease("relay", self.holder, LEASE_S):
+            return 0
         events = outbox.pending(self.rt.store.engine, limit)
         by_topic: dict[str, list[outbox.OutboxEvent]] = defaultdict(list)
         for event in events:
@@ -63,18 +77,49 @@ class Relay:
         done: list[int] = []
         for topic, batch in by_topic.items():
             arn = self.topic_arn(topic)
-            for start in range(0, len(batch), BATCH):
-                done += self._publish_batch(arn, batch[start:start + BATCH])
+            for chunk in self._batches(batch):
+                done += self._publish_batch(arn, chunk)
         outbox.mark_published(self.rt.store.engine, done)
         self.published += len(done)
         return len(done)
 
-    def _publish_batch(self, arn: str, batch: list[outbox.OutboxEvent]) -> list[int]:
-        entries = [{"Id": str(event["id"]), "Message": json.dumps(event["body"], default=str),
-                    "MessageAttributes": _attributes(event["attributes"])} for event in batch]
-        reply = self.sns.publish_batch(TopicArn=arn, PublishBatchRequestEntries=entries)
+    def _batches(self, events: list[outbox.OutboxEvent]) -> list[list[tuple[int, dict[str, Any]]]]:
+        """PublishBatch entries in batches of at most ten and SNS_MAX_BYTES together; an
+        event that alone exceeds SNS's limit is parked (it would be refused forever)."""
+        batches: list[list[tuple[int, dict[str, Any]]]] = [[]]
+        size = 0
+        for event in events:
+            message = json.dumps(event["body"], default=str)
+            attributes = _attributes(event["attributes"])
+            entry: dict[str, Any] = {"Id": str(event["id"]), "Message": message,
+                                     "MessageAttributes": attributes}
+            entry_size = len(message.encode()) + sum(
+                len(k) + len(v["StringValue"].encode()) for k, v in attributes.items())
+            if entry_size > SNS_MAX_BYTES:
+                outbox.park(self.rt.store.engine, event["id"],
+                            f"{entry_size} bytes: over SNS's {SNS_MAX_BYTES}-byte limit")
+                log.error("parked event %s (%s): %d bytes is over SNS's limit",
+                          event["event_id"], event["event_type"], entry_size)
+                continue
+            if len(batches[-1]) == BATCH or size + entry_size > SNS_MAX_BYTES:
+                batches.append([])
+                size = 0
+            batches[-1].append((int(event["id"]), entry))
+            size += entry_size
+        return [b for b in batches if b]
+
+    def _publish_batch(self, arn: str, batch: list[tuple[int, dict[str, Any]]]) -> list[int]:
+        reply = self.sns.publish_batch(TopicArn=arn,
+                                       PublishBatchRequestEntries=[e for _, e in batch])
         for failure in reply.get("Failed", []):
-            log.warning("SNS refused event %s: %s", failure.get("Id"), failure.get("Message"))
+            if failure.get("SenderFault"):  # refused for what it is: never retried forever
+                outbox.park(self.rt.store.engine, int(failure["Id"]),
+                            f"SNS refused it: {failure.get('Code')}: {failure.get('Message')}")
+                log.error("parked event %s: SNS refused it (%s)", failure.get("Id"),
+                          failure.get("Message"))
+            else:
+                log.warning("SNS did not take event %s (%s); retrying", failure.get("Id"),
+                            failure.get("Message"))
         return [int(ok["Id"]) for ok in reply.get("Successful", [])]
 
     def run(self) -> None:

@@ -29,6 +29,7 @@ from sqlalchemy import select
 
 from config.topology import QUEUES
 from pipeline.runtime import Runtime
+from pipeline.store import outbox
 from pipeline.store import schema as t
 from pipeline.store.db import reading
 
@@ -65,6 +66,7 @@ class Snapshot:
     breakers: list[dict[str, Any]]
     products_in_flight: list[dict[str, Any]]
     orders_by_status: dict[str, int]
+    outbox_parked: int = 0  # events SNS refuses for good (see pipeline.relay)
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -80,7 +82,7 @@ def snapshot(rt: Runtime) -> Snapshot:
         breakers=[{"name": b["name"], "state": b["state"], "failures": b["failures"]}
                   for b in store.breakers()],
         products_in_flight=store.in_flight(), orders_by_status=store.count_by_status(),
-        notes=notes)
+        outbox_parked=outbox.parked(store.engine), notes=notes)
 
 
 def _queue_stats(rt: Runtime, notes: list[str]) -> list[QueueStats]:
@@ -207,7 +209,10 @@ def prometheus_families(snap: Snapshot) -> list[Any]:
     orders = gauge("orders", "Orders by status", ["status"])
     for status, count in snap.orders_by_status.items():
         orders.add_metric([status], count)
+    parked = gauge("outbox_parked_events", "Business events SNS refused for good "
+                   "(parked with their reason, see the outbox table)", [])
+    parked.add_metric([], snap.outbox_parked)
     taken = gauge("snapshot_timestamp_seconds", "When these figures were read", [])
     taken.add_metric([], time.time())
     return [depth, flight, delayed, oldest, dlq, runs, rate, latency, breaker, product_age,
-            product_count, orders, taken]
+            product_count, orders, parked, taken]

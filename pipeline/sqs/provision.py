@@ -19,8 +19,6 @@ from config.topology import QUEUES, TOPICS, QueueSpec
 from pipeline.errors import BrokerUnavailable, ProvisioningError
 
 IMMUTABLE = ("FifoQueue",)
-# Actions AWS authorizes only on Resource "*" (no resource-level permissions).
-UNSCOPED_ACTIONS = ("cloudwatch:GetMetricData",)
 
 
 @dataclass
@@ -148,53 +146,6 @@ def require_provisioned(settings: Settings) -> None:
                                 f"{error}") from error
     if missing:
         raise ProvisioningError(f"queues missing: {', '.join(missing)}; run `pipeline provision`")
-
-
-def iam_policy(settings: Settings, account_id: str = "*") -> dict[str, Any]:
-    """Least-privilege policy for this topology: one statement per role."""
-    region, prefix = settings.aws_region, settings.queue_prefix
-    queues = [f"arn:aws:sqs:{region}:{account_id}:{prefix}{s.name}" for s in QUEUES]
-    dlqs = [f"arn:aws:sqs:{region}:{account_id}:{prefix}{s.dlq_name}" for s in QUEUES]
-    topics = [f"arn:aws:sns:{region}:{account_id}:{prefix}{t}" for t in TOPICS]
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Sid": "Producers", "Effect": "Allow",
-             "Action": ["sqs:GetQueueUrl", "sqs:SendMessage"], "Resource": queues},
-            {"Sid": "Workers", "Effect": "Allow",
-             "Action": ["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:ReceiveMessage",
-                        "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:SendMessage"],
-             "Resource": queues},
-            {"Sid": "WorkersDeadLetter", "Effect": "Allow",
-             "Action": ["sqs:GetQueueUrl", "sqs:SendMessage"], "Resource": dlqs},
-            {"Sid": "Events", "Effect": "Allow", "Action": ["sns:Publish"], "Resource": topics},
-            {"Sid": "Monitoring", "Effect": "Allow",
-             "Action": ["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:ListQueues"],
-             "Resource": queues + dlqs},
-            # Events and remote control: transient queues made and removed at run time,
-            # subscribed to the two fanout topics (pipeline.sqs.broadcast).
-            {"Sid": "EventsAndRemoteControl", "Effect": "Allow",
-             "Action": ["sqs:CreateQueue", "sqs:DeleteQueue", "sqs:GetQueueUrl",
-                        "sqs:GetQueueAttributes", "sqs:SetQueueAttributes", "sqs:TagQueue",
-                        "sqs:ListQueueTags", "sqs:ListQueues", "sqs:ReceiveMessage",
-                        "sqs:DeleteMessage", "sqs:SendMessage"],
-             "Resource": [f"arn:aws:sqs:{region}:{account_id}:{prefix}*"]},
-            {"Sid": "EventTopics", "Effect": "Allow",
-             "Action": ["sns:CreateTopic", "sns:Publish", "sns:Subscribe", "sns:Unsubscribe",
-                        "sns:ListSubscriptionsByTopic", "sns:ListTopics"],
-             "Resource": [f"arn:aws:sns:{region}:{account_id}:{prefix}celeryev",
-                          f"arn:aws:sns:{region}:{account_id}:{prefix}celery-pidbox"]},
-            {"Sid": "Alarms", "Effect": "Allow", "Action": ["cloudwatch:PutMetricAlarm"],
-             "Resource": [f"arn:aws:cloudwatch:{region}:{account_id}:alarm:{prefix}*"]},
-            # GetMetricData has no resource-level permissions: AWS accepts only "*".
-            {"Sid": "MetricsRead", "Effect": "Allow", "Action": list(UNSCOPED_ACTIONS),
-             "Resource": ["*"]},
-            {"Sid": "Provisioning", "Effect": "Allow",
-             "Action": ["sqs:CreateQueue", "sqs:GetQueueUrl", "sqs:GetQueueAttributes",
-                        "sqs:SetQueueAttributes", "sns:CreateTopic", "sns:ListTopics"],
-             "Resource": queues + dlqs + topics},
-        ],
-    }
 
 
 def raise_on_conflicts(report: ProvisionReport) -> None:

@@ -13,13 +13,17 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
 from pipeline.store import schema as t
 from pipeline.store.clock import now
 from pipeline.store.db import reading
 
-__all__ = ["OutboxEvent", "mark_published", "pending", "purge_published", "record"]
+__all__ = ["OutboxEvent", "mark_published", "park", "parked", "pending", "purge_published",
+           "record"]
+
+MAX_REASONS = 20
+MAX_REASON_CHARS = 300
 
 ORDER_STATUS = "order-status"
 PAYMENT_EVENTS = "payment-events"
@@ -44,12 +48,21 @@ def record_now(engine: Engine, topic: str, event_type: str, body: dict[str, Any]
         record(conn, topic, event_type, body, **attributes)
 
 
+def bounded_reasons(reasons: Sequence[str]) -> list[str]:
+    """At most MAX_REASONS reasons of at most MAX_REASON_CHARS characters each: what a
+    customer, an event subscriber and SNS's 256 KiB can all take."""
+    kept = [str(r)[:MAX_REASON_CHARS] for r in list(reasons)[:MAX_REASONS]]
+    if len(reasons) > MAX_REASONS:
+        kept.append(f"... and {len(reasons) - MAX_REASONS} more")
+    return kept
+
+
 # --- what each change announces ------------------------------------------------
 def status_changed(conn: Connection, order_id: str, status: str, *, outcome: str | None,
                    reasons: Sequence[str] | None, terminal: bool) -> None:
     record(conn, ORDER_STATUS, "order.status_changed",
            {"orderId": order_id, "status": status, "outcome": outcome,
-            "reasons": list(reasons or [])},
+            "reasons": bounded_reasons(reasons or [])},
            status=status, terminal=str(terminal).lower())
 
 
@@ -79,9 +92,23 @@ class OutboxEvent(dict[str, Any]):
 
 def pending(engine: Engine, limit: int = 100) -> list[OutboxEvent]:
     with reading(engine) as conn:
-        rows = conn.execute(select(t.outbox).where(t.outbox.c.published_at.is_(None))
+        rows = conn.execute(select(t.outbox).where(t.outbox.c.published_at.is_(None),
+                                                   t.outbox.c.parked_reason.is_(None))
                             .order_by(t.outbox.c.id).limit(limit)).mappings().all()
     return [OutboxEvent(row) for row in rows]
+
+
+def park(engine: Engine, event_id: int, reason: str) -> None:
+    """An event that can never be published: set aside with why, the rest flow on."""
+    with engine.begin() as conn:
+        conn.execute(update(t.outbox).where(t.outbox.c.id == event_id)
+                     .values(parked_reason=reason[:1000]))
+
+
+def parked(engine: Engine) -> int:
+    with reading(engine) as conn:
+        return int(conn.execute(select(func.count()).select_from(t.outbox).where(
+            t.outbox.c.parked_reason.is_not(None))).scalar_one())
 
 
 def mark_published(engine: Engine, ids: Sequence[int]) -> None:

@@ -164,7 +164,8 @@ class Store(StockLedger):
         if outcome is not None:
             values["outcome"] = outcome.value
         if reasons is not None:
-            values["reasons"] = list(reasons)
+            reasons = outbox.bounded_reasons(reasons)
+            values["reasons"] = reasons
         if to.terminal:
             values["terminal_at"] = values["updated_at"]
         if to is OrderStatus.COMPENSATING and not set(expected) & WINDING_DOWN:

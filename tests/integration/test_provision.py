@@ -16,7 +16,7 @@ from config.topology import QUEUES, TOPICS
 from pipeline.errors import BrokerUnavailable
 from pipeline.runtime import Runtime
 from pipeline.sqs.emulator import Emulator
-from pipeline.sqs.provision import UNSCOPED_ACTIONS, provision
+from pipeline.sqs.provision import provision
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,19 +89,3 @@ def test_an_unreachable_endpoint_is_a_clear_error_not_a_hang() -> None:
         provision(settings, rt.aws_client("sqs"), rt.aws_client("sns"))
 
 
-def test_iam_policy_names_every_queue_dlq_and_topic(fresh: tuple[Settings, Runtime]) -> None:
-    settings, _ = fresh
-    result = cli("iam-policy", "--account-id", "123456789012",
-                 env={"PIPELINE_QUEUE_PREFIX": settings.queue_prefix})
-    assert result.returncode == 0, result.stderr
-    statements = json.loads(result.stdout)["Statement"]
-    resources = {r for s in statements for r in s["Resource"]}
-    for spec in QUEUES:
-        for name in (spec.name, spec.dlq_name):
-            assert (f"arn:aws:sqs:us-east-1:123456789012:{settings.queue_prefix}{name}"
-                    in resources)
-    # "*" only where AWS allows nothing else, and then for those actions alone.
-    for statement in statements:
-        assert all(isinstance(r, str) for r in statement["Resource"])
-        if "*" in statement["Resource"]:
-            assert set(statement["Action"]) <= set(UNSCOPED_ACTIONS), statement

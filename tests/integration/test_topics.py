@@ -128,3 +128,33 @@ def test_every_status_change_is_announced_once_and_in_order(pipeline: Pipeline) 
     statuses = [b["status"] for b in bodies if b["orderId"] == order_id]
     assert statuses == ["VALIDATED", "AUTHORIZING", "RESERVING", "RESERVED", "SHIPPING",
                         "SHIPPED", "COMPLETED"]
+
+
+def test_an_event_sns_cannot_take_is_parked_and_the_rest_flow_with_two_relays(
+        pipeline: Pipeline) -> None:
+    """Regression: a 929 kB status event was retried forever ("Message too long");
+    and only one relay could run."""
+    from pipeline.procfile import read_procfile
+
+    second = pipeline.lanes.start(next(line for line in read_procfile()
+                                       if line.name == "relay"))
+    subscriber = Subscriber(pipeline, "system-health", {"eventType": ["health.test"]})
+    try:
+        engine = pipeline.rt.store.engine
+        tag = uuid.uuid4().hex[:8]
+        outbox.record_now(engine, outbox.SYSTEM_HEALTH, "health.test",
+                          {"tag": tag, "blob": "x" * 300_000}, severity="info")
+        for n in range(25):
+            outbox.record_now(engine, outbox.SYSTEM_HEALTH, "health.test",
+                              {"tag": tag, "n": n}, severity="info")
+        wait_until(lambda: not outbox.pending(engine), timeout=30,
+                   message="every event published or parked")
+        assert outbox.parked(engine) >= 1
+        wait_until(lambda: len([e for e in subscriber.drain() if e["body"].get("tag") == tag])
+                   >= 25, timeout=30, message="the 25 small events at the subscriber")
+        mine = sorted(e["body"]["n"] for e in subscriber.drain()
+                      if e["body"].get("tag") == tag)
+        assert mine == list(range(25)), mine  # each once, though two relays run
+    finally:
+        subscriber.close()
+        pipeline.lanes.stop_one(second)

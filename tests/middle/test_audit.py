@@ -3,6 +3,7 @@ audit said clean (tests/data/legacy.db, built by tests/data/build_legacy_db.py).
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from pipeline.audit import audit
 from pipeline.store import Store, create_db_engine, create_schema
 from pipeline.store.migrate import current_revision, head_revision
 from pipeline.testing import run_cli
+from tests.middle.conftest import Harness
 
 LEGACY = Path(__file__).resolve().parents[1] / "data" / "legacy.db"
 
@@ -44,3 +46,14 @@ def test_pipeline_audit_lists_each_violating_order_and_exits_1(tmp_path: Path) -
     for order_id in ("legacy-oos-not-voided", "legacy-refused-not-refunded",
                      "legacy-cancel-captured", "legacy-cancel-untracked-parcel"):
         assert f"order {order_id}:" in done.stdout
+
+
+def test_pipeline_audit_exits_0_on_orders_that_ended_right(harness: Harness) -> None:
+    completed = harness.submit()
+    refused = harness.submit(postal_code="00000")
+    harness.drain()
+    assert [harness.store.status(o).value for o in (completed, refused)] == [
+        "COMPLETED", "SHIPPING_FAILED"]
+    done = run_cli({"PIPELINE_DATABASE_URL": str(harness.store.engine.url)}, "audit", "--json")
+    assert done.returncode == 0, done.stdout
+    assert json.loads(done.stdout)["clean"] is True
