@@ -93,3 +93,23 @@ def _warm_in_process_pool(sender: Any = None, **_: Any) -> None:
 
     if not isinstance(getattr(sender, "pool", None), PreforkPool):
         warm_in_background(app)
+
+
+@worker_ready.connect
+def _watch_the_consumer(sender: Any = None, **_: Any) -> None:
+    # A consumer that stopped receiving exits non-zero (pipeline.sqs.liveness).
+    from pipeline.runtime import get_runtime
+    from pipeline.sqs.liveness import start_watchdog
+
+    settings = load_settings()
+    lane = str(getattr(sender, "hostname", "") or "worker").split("@", 1)[0]
+
+    def queues() -> list[str]:
+        consumer = getattr(sender, "consumer", None)
+        task_consumer = getattr(consumer, "task_consumer", None)
+        return [q.name for q in getattr(task_consumer, "queues", None) or []]
+
+    start_watchdog(lane, queues, wait_time_s=settings.wait_time_seconds,
+                   read_timeout_s=settings.wait_time_seconds + 10,
+                   report=lambda host, ages: get_runtime().store.record_consumers(
+                       host, lane, ages))

@@ -148,6 +148,9 @@ def _render(snap: Any) -> Group:
                      f"{p['inFlight']} in flight, oldest {p['oldestAgeSeconds']:.1f}s")
     side.add_row("orders", ", ".join(f"{k} {v}" for k, v in sorted(
         snap.orders_by_status.items())))
+    for c in snap.consumers:
+        side.add_row(f"consumer {c['lane']} {c['queue']}", f"last receive {c['ageSeconds']:.0f}s "
+                     f"ago ({c['host']})", style="red" if c["ageSeconds"] > 60 else None)
     parts: list[Any] = [queues, steps, side]
     parts += [f"[yellow]{note}[/]" for note in snap.notes]
     return Group(*parts)

@@ -17,12 +17,16 @@ from typing import Any
 from celery.worker import state as worker_state
 from celery.worker.strategy import default as default_strategy
 
+from config.topology import queue_by_name
 from pipeline.group_gate import GroupGate
+from pipeline.quarantine import queue_name_of
+from pipeline.runtime import get_runtime
 from pipeline.sqs.eventloop import run_soon
 from tasks.base import OrderStep
 
 log = logging.getLogger("pipeline.fifo")
 _GATE_ATTRIBUTE = "_pipeline_fifo_gate"
+_HOLDS_ATTRIBUTE = "_pipeline_fifo_holds"
 
 
 class FifoStep(OrderStep):
@@ -65,11 +69,30 @@ def group_serial(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Callable[
         else:
             callback()
 
+    holds: dict[Any, int] = consumer.__dict__.setdefault(_HOLDS_ATTRIBUTE, {})
+
     def on_request(request: Any) -> None:
         position = fifo_position(request.message)
         if position is None or gate.admit(position[0], position[1],
                                           request.message.delivery_tag, request):
             run(request)
+        else:  # waiting behind its product's running message: keep it invisible meanwhile
+            hold(request)
+
+    def hold(request: Any) -> None:
+        info = request.message.delivery_info or {}
+        receipt = (info.get("sqs_message") or {}).get("ReceiptHandle")
+        url = info.get("sqs_queue")
+        if receipt and url:
+            rt = get_runtime()
+            name = queue_name_of(str(url).rsplit("/", 1)[-1], rt.settings.queue_prefix)
+            visibility = queue_by_name(name).visibility_timeout if name else 60
+            holds[request.message.delivery_tag] = rt.visibility.hold(url, receipt, visibility)
+
+    def unhold(request: Any) -> None:
+        token = holds.pop(request.message.delivery_tag, None)
+        if token is not None:
+            get_runtime().visibility.release(token)
 
     handler = default_strategy(task, app, _ConsumerWithGate(consumer, on_request), **kwargs)
 
@@ -84,12 +107,14 @@ def group_serial(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Callable[
             following, handed_back = gate.finish(group, message.delivery_tag, ok=ok)
             for request in handed_back:
                 # Not run: back to SQS, behind the failed one of its group.
+                unhold(request)
                 request.reject(requeue=True)
                 worker_state.task_ready(request)
             if handed_back:
                 log.info("%s: %d message(s) handed back behind a failed one",
                          group, len(handed_back))
             if following is not None:
+                unhold(following)  # its task keeps it invisible from here on
                 run(following)
 
         def on_ack(*args: Any, **kw: Any) -> Any:

@@ -67,6 +67,7 @@ class Snapshot:
     products_in_flight: list[dict[str, Any]]
     orders_by_status: dict[str, int]
     outbox_parked: int = 0  # events SNS refuses for good (see pipeline.relay)
+    consumers: list[dict[str, Any]] = field(default_factory=list)  # last receive per queue
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -82,7 +83,8 @@ def snapshot(rt: Runtime) -> Snapshot:
         breakers=[{"name": b["name"], "state": b["state"], "failures": b["failures"]}
                   for b in store.breakers()],
         products_in_flight=store.in_flight(), orders_by_status=store.count_by_status(),
-        outbox_parked=outbox.parked(store.engine), notes=notes)
+        outbox_parked=outbox.parked(store.engine), consumers=store.consumer_ages(),
+        notes=notes)
 
 
 def _queue_stats(rt: Runtime, notes: list[str]) -> list[QueueStats]:
@@ -212,7 +214,12 @@ def prometheus_families(snap: Snapshot) -> list[Any]:
     parked = gauge("outbox_parked_events", "Business events SNS refused for good "
                    "(parked with their reason, see the outbox table)", [])
     parked.add_metric([], snap.outbox_parked)
+    receive_age = gauge("consumer_last_receive_age_seconds",
+                        "Seconds since a worker last completed a receive on a queue",
+                        ["lane", "queue", "host"])
+    for c in snap.consumers:
+        receive_age.add_metric([c["lane"], c["queue"], c["host"]], c["ageSeconds"])
     taken = gauge("snapshot_timestamp_seconds", "When these figures were read", [])
     taken.add_metric([], time.time())
     return [depth, flight, delayed, oldest, dlq, runs, rate, latency, breaker, product_age,
-            product_count, orders, parked, taken]
+            product_count, orders, parked, receive_age, taken]

@@ -38,12 +38,14 @@ class Emulator:
             self.process.stdout.close()
 
 
-def emulator_command(port: int, data_dir: Path | None, region: str) -> list[str]:
+def emulator_command(port: int, data_dir: Path | None, region: str,
+                     fifo_receive: str = "aws") -> list[str]:
     if not NODE.exists():
         raise ConfigurationError(
             f"the emulator's Node 22 is not installed at {NODE}: run `make install` "
             "(or `npm ci` in the project root)")
-    command = [str(NODE), "--no-warnings", str(LAUNCHER), "--port", str(port), "--region", region]
+    command = [str(NODE), "--no-warnings", str(LAUNCHER), "--port", str(port), "--region", region,
+               "--fifo-receive", fifo_receive]
     if data_dir is not None:
         data_dir.mkdir(parents=True, exist_ok=True)
         command += ["--data-dir", str(data_dir)]
@@ -51,9 +53,13 @@ def emulator_command(port: int, data_dir: Path | None, region: str) -> list[str]
 
 
 def start_emulator(port: int = 0, *, data_dir: Path | None = None, region: str = "us-east-1",
-                   timeout: float = 20.0, stderr: int | None = None) -> Emulator:
-    """Start fauxqs on 127.0.0.1 and return once it answers."""
-    process = subprocess.Popen(emulator_command(port, data_dir, region),
+                   timeout: float = 20.0, stderr: int | None = None,
+                   fifo_receive: str = "aws") -> Emulator:
+    """Start fauxqs on 127.0.0.1 and return once it answers.
+
+    `fifo_receive`: "aws" (several messages of a FIFO group per receive, as AWS
+    does) or "fauxqs" (its own one per group)."""
+    process = subprocess.Popen(emulator_command(port, data_dir, region, fifo_receive),
                                stdout=subprocess.PIPE, stderr=stderr, cwd=PROJECT_ROOT,
                                env={**os.environ, "FAUXQS_LOGGER": "false"})
     assert process.stdout is not None

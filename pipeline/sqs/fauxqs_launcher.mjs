@@ -2,7 +2,7 @@
 // logging off, optional SQLite persistence, and queue URLs on the endpoint's
 // own host. fauxqs's startFauxqs() listens on 0.0.0.0 and its CLI logs every
 // request, so this assembles the same parts from buildApp() instead.
-// Usage: node fauxqs_launcher.mjs --port N [--data-dir DIR] [--region R]
+// Usage: node fauxqs_launcher.mjs --port N [--data-dir DIR] [--region R] [--fifo-receive aws]
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -15,6 +15,7 @@ const { values } = parseArgs({
     port: { type: "string", default: "4566" },
     "data-dir": { type: "string" },
     region: { type: "string", default: "us-east-1" },
+    "fifo-receive": { type: "string", default: "aws" },
   },
 });
 
@@ -42,6 +43,52 @@ SqsQueue.prototype.getAttribute = function (name) {
   if (name.startsWith("ApproximateNumberOfMessages")) this.processTimers();
   return getAttribute.call(this, name);
 };
+
+// AWS returns up to ten messages of one FIFO group in one receive; fauxqs returns
+// one per group (and none while one is in flight), which hides every code path
+// that handles several messages of a group in one worker (the group gate's
+// waiting and hand-back). With --fifo-receive aws (the default) one receive may
+// take several messages of a group, in order; the group stays locked while any
+// of them is in flight, as on AWS.
+if (values["fifo-receive"] === "aws") {
+  const dequeueFifo = SqsQueue.prototype.dequeueFifo;
+  SqsQueue.prototype.dequeueFifo = function (maxCount, visibilityTimeout, dlqResolver) {
+    const limit = Math.min(maxCount, 10);
+    const result = [];
+    const locks = new Map(); // groups this receive took messages from -> how many
+    while (result.length < limit) {
+      const got = dequeueFifo.call(this, limit - result.length, visibilityTimeout, dlqResolver);
+      if (got.length === 0) break;
+      for (const message of got) {
+        result.push(message);
+        const group = this.inflightMessages.get(message.ReceiptHandle).message.messageGroupId;
+        locks.set(group, (locks.get(group) ?? 0) + 1);
+        this.fifoLockedGroups.delete(group); // this same receive may take the next one
+      }
+    }
+    for (const [group, count] of locks) this.fifoLockedGroups.set(group, count);
+    return result;
+  };
+  // fauxqs puts a message that comes back (visibility 0, or expired) at the front
+  // of its group; with several of a group in flight that reverses them. AWS keeps
+  // a group in sequence order: so do we.
+  const inOrder = (queue) => {
+    for (const group of queue.fifoMessages?.values() ?? []) {
+      group.sort((a, b) => (BigInt(a.sequenceNumber) < BigInt(b.sequenceNumber) ? -1 : 1));
+    }
+  };
+  for (const name of ["changeVisibility", "processTimers"]) {
+    const original = SqsQueue.prototype[name];
+    SqsQueue.prototype[name] = function (...args) {
+      const outcome = original.apply(this, args);
+      if (this.isFifo()) inOrder(this);
+      return outcome;
+    };
+  }
+} else if (values["fifo-receive"] !== "fauxqs") {
+  console.error(`--fifo-receive must be aws or fauxqs, got ${values["fifo-receive"]}`);
+  process.exit(2);
+}
 
 const sqsStore = new SqsStore();
 // An empty host makes buildQueueUrl() use the request's Host header (the

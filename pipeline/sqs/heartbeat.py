@@ -1,10 +1,13 @@
-"""Keep a received message invisible while its task is still running.
+"""Keep a received message invisible while its task runs, or while it waits to run.
 
 A step that runs longer than its queue's visibility timeout would otherwise
 be delivered again and run beside itself. One daemon thread per process
 extends every registered message to a full visibility timeout each time half
 of it has passed; a task registers when it starts and releases when it ends
-(before a retry sets the visibility to its backoff).
+(before a retry sets the visibility to its backoff). A FIFO message waiting
+behind its product's running one in the group gate is held the same way
+(tasks.fifo), so SQS never hands it to another worker while this one still
+means to run it.
 """
 
 from __future__ import annotations
@@ -47,8 +50,8 @@ class VisibilityKeeper:
                                             daemon=True)
             self._thread.start()
 
-    @contextmanager
-    def keep(self, queue_url: str, receipt: str, visibility: int) -> Iterator[None]:
+    def hold(self, queue_url: str, receipt: str, visibility: int) -> int:
+        """Keep a message invisible from now until release(token)."""
         token = next(self._tokens)
         entry = _Entry(time.monotonic() + visibility / 2, token, queue_url, receipt, visibility)
         with self._wake:
@@ -57,11 +60,19 @@ class VisibilityKeeper:
             self._ensure_thread()
             if self._heap[0] is entry:  # only an earlier deadline needs the thread awake
                 self._wake.notify()
+        return token
+
+    def release(self, token: int) -> None:
+        with self._wake:
+            self._live.discard(token)
+
+    @contextmanager
+    def keep(self, queue_url: str, receipt: str, visibility: int) -> Iterator[None]:
+        token = self.hold(queue_url, receipt, visibility)
         try:
             yield
         finally:
-            with self._wake:
-                self._live.discard(token)
+            self.release(token)
 
     def _run(self) -> None:
         while True:

@@ -31,6 +31,7 @@ from kombu.transport import SQS, virtual
 from vine import promise
 
 from pipeline.errors import FifoGroupMissing
+from pipeline.sqs import liveness
 from pipeline.sqs.broadcast import BroadcastChannel
 from pipeline.sqs.eventloop import run_soon
 
@@ -261,6 +262,9 @@ class Channel(BroadcastChannel):
 
         def answered(response: Any) -> Any:
             self.__dict__["_polls"] -= 1
+            if isinstance(response, dict):  # kombu hands a failed receive on as a non-dict
+                liveness.received(self.canonical_queue_name(queue_name).removeprefix(
+                    self.queue_name_prefix))
             return callback(response) if callback is not None else response
 
         return super()._get_from_sqs(queue_name, queue_url, connection, count,

@@ -220,6 +220,29 @@ class Store(StockLedger):
                 (t.leases.c.until < stamp) | (t.leases.c.holder == holder[:128]),
             ).values(holder=holder[:128], until=until)).rowcount == 1)
 
+    def record_consumers(self, host: str, lane: str, ages: dict[str, float]) -> None:
+        """A worker's watchdog: seconds since its last receive, per queue."""
+        stamp = now()
+        with self.engine.begin() as conn:
+            for queue, age in ages.items():
+                values = {"lane": lane, "reported_at": stamp,
+                          "last_receive_at": stamp - timedelta(seconds=age)}
+                if not conn.execute(update(t.consumers).where(
+                        t.consumers.c.host == host, t.consumers.c.queue == queue)
+                        .values(**values)).rowcount:
+                    _insert_once(conn, t.consumers, {"host": host, "queue": queue, **values})
+
+    def consumer_ages(self, *, reported_within_s: float = 60.0) -> list[dict[str, Any]]:
+        """Per live worker (one that reported recently) and queue: the last receive's age."""
+        stamp = now()
+        with reading(self.engine) as conn:
+            rows = conn.execute(select(t.consumers).where(
+                t.consumers.c.reported_at >= stamp - timedelta(seconds=reported_within_s))
+                .order_by(t.consumers.c.lane, t.consumers.c.queue)).mappings().all()
+        return [{"lane": r["lane"], "queue": r["queue"], "host": r["host"],
+                 "ageSeconds": round((stamp - aware(r["last_receive_at"])).total_seconds(), 1)}
+                for r in rows]
+
     def list_orders(self, status: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         query = select(t.orders.c.id, t.orders.c.status, t.orders.c.priority,
                        t.orders.c.total_amount, t.orders.c.currency, t.orders.c.created_at,

@@ -229,3 +229,15 @@ leases = Table(
     Column("holder", String(128), nullable=False),
     Column("until", DateTime(timezone=True), nullable=False),
 )
+
+
+# Live consumers: each worker's watchdog writes, per queue it consumes, when it
+# last completed a receive (pipeline.sqs.liveness).
+consumers = Table(
+    "consumers", metadata,
+    Column("host", String(128), primary_key=True),  # host:pid of the worker
+    Column("queue", String(80), primary_key=True),
+    Column("lane", String(64), nullable=False),
+    Column("last_receive_at", DateTime(timezone=True), nullable=False),
+    Column("reported_at", DateTime(timezone=True), nullable=False),
+)

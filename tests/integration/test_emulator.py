@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -82,5 +83,32 @@ def test_counts_follow_the_clock_without_a_consumer() -> None:
         assert counts() == (0, 1)
         assert wait_until(lambda: counts() == (1, 0), timeout=5,
                           message="the expired message to count as visible")
+    finally:
+        emulator.stop()
+
+
+@pytest.mark.parametrize(("mode", "first", "while_in_flight"), [("aws", 5, 0), ("fauxqs", 1, 0)])
+def test_fifo_receives_take_several_messages_of_a_group_as_aws_does(
+        mode: str, first: int, while_in_flight: int) -> None:
+    """AWS returns up to ten messages of one group per receive (in order) and then
+    none while they are in flight; fauxqs alone returns one."""
+    emulator = start_emulator(0, fifo_receive=mode)
+    try:
+        sqs = boto3.client("sqs", endpoint_url=emulator.endpoint, region_name="us-east-1",
+                           aws_access_key_id="local", aws_secret_access_key="local")
+        url = sqs.create_queue(QueueName=f"g-{uuid.uuid4().hex[:6]}.fifo", Attributes={
+            "FifoQueue": "true", "VisibilityTimeout": "30"})["QueueUrl"]
+        for n in range(5):
+            sqs.send_message(QueueUrl=url, MessageBody=f"m{n}", MessageGroupId="g",
+                             MessageDeduplicationId=f"d{n}")
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+        assert [m["Body"] for m in got] == [f"m{n}" for n in range(first)]
+        again = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+        assert len(again) == while_in_flight  # the group is locked while they are out
+        for m in got:
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+        rest = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+        assert [m["Body"] for m in rest] == [f"m{n}" for n in range(first, 5)][:10 if
+                                                                              mode == "aws" else 1]
     finally:
         emulator.stop()

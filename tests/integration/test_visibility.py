@@ -52,3 +52,26 @@ def test_without_the_keeper_the_same_message_comes_back(emulator: Emulator) -> N
     sqs.send_message(QueueUrl=url, MessageBody="slow task")
     assert len(receive(sqs, url)) == 1
     assert wait_until(lambda: receive(sqs, url), timeout=6, message="redelivery")
+
+
+def test_a_held_message_waiting_to_run_is_not_redelivered_until_released(
+        emulator: Emulator) -> None:
+    """The FIFO gate holds the messages waiting behind their product's running one."""
+    sqs = client(emulator)
+    url = sqs.create_queue(QueueName=f"hold-{uuid.uuid4().hex[:8]}.fifo", Attributes={
+        "FifoQueue": "true", "VisibilityTimeout": "2"})["QueueUrl"]
+    for n in range(2):
+        sqs.send_message(QueueUrl=url, MessageBody=f"m{n}", MessageGroupId="p",
+                         MessageDeduplicationId=f"d{n}")
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    assert [m["Body"] for m in got] == ["m0", "m1"]  # AWS-like: both in one receive
+    keeper = VisibilityKeeper(lambda: client(emulator))
+    tokens = [keeper.hold(url, m["ReceiptHandle"], 2) for m in got]
+    deadline = time.monotonic() + 5  # 2.5 visibility timeouts
+    while time.monotonic() < deadline:
+        assert receive(sqs, url) == [], "delivered again while held"
+        time.sleep(0.25)
+    for token in tokens:
+        keeper.release(token)
+    again = wait_until(lambda: receive(sqs, url), timeout=10, message="redelivery once released")
+    assert again[0]["Body"] == "m0"

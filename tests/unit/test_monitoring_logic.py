@@ -118,3 +118,34 @@ def test_every_queue_gets_backlog_and_age_alarms_and_every_dlq_a_not_empty_alarm
     shape = model.operation_model("PutMetricAlarm").input_shape
     for spec in specs:
         validate_parameters(spec, shape)  # raises ParamValidationError when malformed
+
+
+def test_a_consumer_that_stopped_receiving_is_found_and_exits_non_zero() -> None:
+    """pipeline.sqs.liveness: the watchdog's rule and its exit."""
+    import threading
+
+    from pipeline.sqs import liveness
+
+    assert liveness.stalled({"orders": 10.0, "shipping": 59.0}, 10, 20) == []  # limit 60 s
+    assert liveness.stalled({"orders": 10.0, "shipping": 71.0}, 10, 20) == ["shipping"]
+    liveness.received("orders")
+    assert liveness.ages(["orders"])["orders"] < 5
+    exited = threading.Event()
+    codes: list[int] = []
+
+    def exit_process(code: int) -> None:
+        codes.append(code)
+        exited.set()
+
+    reports: list[dict[str, float]] = []
+    old, liveness.CHECK_EVERY_S = liveness.CHECK_EVERY_S, 0.01
+    try:
+        liveness.start_watchdog("orders", lambda: ["orders"], wait_time_s=10,
+                                read_timeout_s=20, report=lambda host, a: reports.append(a),
+                                exit_process=exit_process)
+        liveness._last["orders"] -= 1000  # no receive for 1000 s
+        assert exited.wait(10)
+    finally:
+        liveness.CHECK_EVERY_S = old
+    assert codes[:1] == [liveness.EXIT_CODE]
+    assert reports and reports[-1]["orders"] > 900
