@@ -104,9 +104,8 @@ def _watch_the_consumer(sender: Any = None, **_: Any) -> None:
     settings = load_settings()
     lane = str(getattr(sender, "hostname", "") or "worker").split("@", 1)[0]
 
-    def queues() -> list[str]:
-        consumer = getattr(sender, "consumer", None)
-        task_consumer = getattr(consumer, "task_consumer", None)
+    def queues() -> list[str]:  # the sender is the worker's Consumer (celery/apps/worker.py)
+        task_consumer = getattr(sender, "task_consumer", None)
         return [q.name for q in getattr(task_consumer, "queues", None) or []]
 
     start_watchdog(lane, queues, wait_time_s=settings.wait_time_seconds,

@@ -203,24 +203,33 @@ def submit(source: Any, as_json: bool) -> None:
             problems.extend(f"line {number}: {p}" for p in error.problems)
     if problems:  # all or nothing: nothing is stored when any order is bad
         _fail("nothing submitted:\n  " + "\n  ".join(problems[:200]), code=1)
+    from pipeline.errors import BrokerUnavailable
+
     results = []
     for number, order in orders:
         try:
-            results.append({"line": number, "orderId": submit_order(order), "stored": True})
+            results.append({"line": number, "orderId": submit_order(order), "stored": True,
+                            "started": True})
+        except BrokerUnavailable as error:  # stored; submitting again starts it
+            results.append({"line": number, "orderId": order.order_id, "stored": True,
+                            "started": False, "error": str(error)})
         except PipelineError as error:
             results.append({"line": number, "orderId": order.order_id, "stored": False,
-                            "error": str(error)})
+                            "started": False, "error": str(error)})
     if as_json:
-        _dump({"orderIds": [r["orderId"] for r in results if r["stored"]], "lines": results})
+        _dump({"orderIds": [r["orderId"] for r in results if r["started"]], "lines": results})
     else:
         for r in results:
-            if r["stored"]:
+            if r["started"]:
                 click.echo(r["orderId"])
             else:
-                err.print(f"line {r['line']}: order {r['orderId']} not stored: {r['error']}")
-    failed = [str(r["error"]) for r in results if not r["stored"]]
-    if failed:  # 2: SQS unreachable (submit again later); 1: refused
-        raise SystemExit(2 if any("could not be published" in e for e in failed) else 1)
+                what = "stored but not started" if r["stored"] else "not stored"
+                click.echo(f"line {r['line']}: order {r['orderId']} {what}: {r['error']}",
+                           err=True)
+    if any(not r["stored"] for r in results):
+        raise SystemExit(1)  # refused (a conflicting orderId, say)
+    if any(not r["started"] for r in results):
+        raise SystemExit(2)  # SQS unreachable: submit again once it answers
 
 
 @main.command()
@@ -268,22 +277,34 @@ def cancel(order_id: str, reason: str) -> None:
 
 @main.command()
 @click.option("--status", "status_filter", default=None)
+@click.option("--stuck", is_flag=True, help="Only orders without progress past their "
+              "reconciler deadline (the reconciler re-drives these), and orders waiting "
+              "for attention.")
 @click.option("--json", "as_json", is_flag=True)
-def orders(status_filter: str | None, as_json: bool) -> None:
+def orders(status_filter: str | None, stuck: bool, as_json: bool) -> None:
     """List orders, optionally with one status."""
     from pipeline.domain import OrderStatus
+    from pipeline.reconcile import deadlines, stale_orders
     from pipeline.runtime import get_runtime
 
     if status_filter and status_filter.upper() not in OrderStatus.__members__:
         _fail(f"unknown status {status_filter}; one of {', '.join(OrderStatus)}")
-    rows = get_runtime().store.list_orders(status_filter.upper() if status_filter else None)
+    rt = get_runtime()
+    rows = rt.store.list_orders(status_filter.upper() if status_filter else None)
+    idle: dict[str, float] = {}
+    if stuck:
+        s = rt.settings
+        idle = {order_id: seconds for order_id, _, seconds in stale_orders(
+            rt.store, deadlines(s.reconcile_slack_s, s.attention_retry_s), limit=10_000)}
+        rows = [dict(r, idle_seconds=round(idle[r["id"]])) for r in rows if r["id"] in idle]
     if as_json:
         _dump(rows)
         return
-    table = Table("order", "status", "priority", "total", "created")
+    table = Table("order", "status", "priority", "total", "created",
+                  *(["no progress for (s)"] if stuck else []))
     for r in rows:
         table.add_row(r["id"], r["status"], r["priority"], f"{r['total_amount']} {r['currency']}",
-                      str(r["created_at"])[:19])
+                      str(r["created_at"])[:19], *([str(r["idle_seconds"])] if stuck else []))
     console.print(table)
 
 

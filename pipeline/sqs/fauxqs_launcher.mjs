@@ -53,6 +53,16 @@ SqsQueue.prototype.getAttribute = function (name) {
 if (values["fifo-receive"] === "aws") {
   const dequeueFifo = SqsQueue.prototype.dequeueFifo;
   SqsQueue.prototype.dequeueFifo = function (maxCount, visibilityTimeout, dlqResolver) {
+    // A group is locked exactly while it has messages in flight. fauxqs keeps a
+    // counter instead, which drifts after a restart on persisted state (seen: every
+    // group stayed locked with nothing in flight, and no receive ever returned a
+    // message again); count from the in-flight messages themselves.
+    this.processTimers();
+    this.fifoLockedGroups.clear();
+    for (const entry of this.inflightMessages.values()) {
+      const group = entry.message.messageGroupId;
+      if (group) this.fifoLockedGroups.set(group, (this.fifoLockedGroups.get(group) ?? 0) + 1);
+    }
     const limit = Math.min(maxCount, 10);
     const result = [];
     const locks = new Map(); // groups this receive took messages from -> how many
@@ -156,6 +166,19 @@ app.get("/_pipeline/oldest", async () => {
     if (first !== Infinity) oldest[queue.name] = (now - first) / 1000;
   }
   return oldest;
+});
+
+// FIFO group locks and queued messages per group: what a stuck group looks like.
+app.get("/_pipeline/fifo-groups", async () => {
+  const groups = {};
+  for (const queue of sqsStore.allQueues()) {
+    if (!queue.isFifo()) continue;
+    queue.processTimers();
+    const locks = Object.fromEntries(queue.fifoLockedGroups);
+    const queued = Object.fromEntries([...queue.fifoMessages].map(([g, m]) => [g, m.length]));
+    groups[queue.name] = { locks, queued, inflight: queue.inflightMessages.size };
+  }
+  return groups;
 });
 
 const address = await app.listen({ port: Number(values.port), host: "127.0.0.1" });

@@ -112,3 +112,37 @@ def test_fifo_receives_take_several_messages_of_a_group_as_aws_does(
                                                                               mode == "aws" else 1]
     finally:
         emulator.stop()
+
+
+def test_fifo_groups_are_not_left_locked_after_a_restart_on_persisted_state(
+        tmp_path: Path) -> None:
+    """Regression: with several messages of a group in flight at a restart, fauxqs's
+    lock counter drifted and the group stayed locked with nothing in flight: every
+    receive came back empty and the inventory lane stood still (the chaos run)."""
+    emulator = start_emulator(0, data_dir=tmp_path)
+    port = emulator.port
+    sqs = client(emulator.endpoint)
+    url = sqs.create_queue(QueueName="g.fifo", Attributes={  # type: ignore[attr-defined]
+        "FifoQueue": "true", "VisibilityTimeout": "1"})["QueueUrl"]
+    for n in range(6):
+        sqs.send_message(QueueUrl=url, MessageBody=f"m{n}",  # type: ignore[attr-defined]
+                         MessageGroupId=f"g{n % 2}", MessageDeduplicationId=f"d{n}")
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)  # type: ignore[attr-defined]
+    assert len(got["Messages"]) == 6
+    emulator.stop()
+    emulator = start_emulator(port, data_dir=tmp_path)
+    try:
+        sqs = client(emulator.endpoint)
+        seen: set[str] = set()
+
+        def receive_all() -> bool:
+            reply = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10,  # type: ignore[attr-defined]
+                                        WaitTimeSeconds=1)
+            for m in reply.get("Messages", []):
+                seen.add(m["Body"])
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])  # type: ignore[attr-defined]
+            return len(seen) == 6
+
+        wait_until(receive_all, timeout=20, message="every message again after the restart")
+    finally:
+        emulator.stop()

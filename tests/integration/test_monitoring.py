@@ -294,6 +294,8 @@ def call(url: str, *, method: str = "GET", headers: dict[str, str] | None = None
             return response.status, dict(response.headers)
     except urllib.error.HTTPError as error:
         return error.code, dict(error.headers)
+    except urllib.error.URLError:
+        return 0, {}  # not listening yet
 
 
 BROWSER_CROSS_SITE = {"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site",
