@@ -79,9 +79,21 @@ def dlq_redrive(queue: str, order_id: str | None, everything: bool) -> None:
 
     if bool(order_id) == everything:
         raise click.UsageError("give exactly one of --order ID or --all")
+    from pipeline.errors import OrderNotFound
+    from pipeline.runtime import get_runtime
+
     moved = redrive(*_clients(), _queue_or_fail(queue), order_id=order_id)
+    store = get_runtime().store
     for x in moved:
-        click.echo(f"redriven {x.message_id} {x.task or '?'} order {x.order_id or '?'}")
+        note = ""
+        if x.order_id:
+            try:
+                status = store.status(x.order_id)
+                if status.terminal:  # harmless: the step finds its order ended
+                    note = f" (order already {status}: its step will find nothing to do)"
+            except OrderNotFound:
+                note = " (no such order: it will be dead-lettered again)"
+        click.echo(f"redriven {x.message_id} {x.task or '?'} order {x.order_id or '?'}{note}")
     click.echo(f"{len(moved)} message(s) sent back to {queue}")
 
 

@@ -263,8 +263,8 @@ class Channel(BroadcastChannel):
         def answered(response: Any) -> Any:
             self.__dict__["_polls"] -= 1
             if isinstance(response, dict):  # kombu hands a failed receive on as a non-dict
-                liveness.received(self.canonical_queue_name(queue_name).removeprefix(
-                    self.queue_name_prefix))
+                # queue_name is the SQS name already (prefix included)
+                liveness.received(queue_name.removeprefix(self.queue_name_prefix))
             return callback(response) if callback is not None else response
 
         return super()._get_from_sqs(queue_name, queue_url, connection, count,

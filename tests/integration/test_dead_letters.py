@@ -116,3 +116,29 @@ def test_dlq_commands_refuse_unclear_requests(pipeline: Pipeline) -> None:
     assert cli(pipeline, "dlq", "redrive", "notifications").returncode == 2  # no selector
     unknown = cli(pipeline, "dlq", "show", "nope")
     assert unknown.returncode == 2 and "unknown queue" in unknown.stderr
+
+
+def test_a_redriven_fifo_dead_letter_that_fails_again_is_dead_lettered_again(
+        pipeline: Pipeline) -> None:
+    """Regression: the second dead letter reused the first one's deduplication id
+    within SQS's 5-minute window, SQS dropped it, and the message was gone."""
+    ghost = f"ghost-{uuid.uuid4().hex[:8]}"
+    app.signature(Task.APPLY_LINE.value, args=(ghost, "SKU-BOOK", 1, "reserve")).apply_async(
+        queue="inventory.fifo", MessageGroupId="SKU-BOOK", MessageDeduplicationId=ghost)
+
+    def mine() -> list[dlq.DeadLetter]:
+        return [x for x in letters(pipeline, "inventory.fifo") if x.order_id == ghost]
+
+    first = wait_until(mine, timeout=30, message="the first dead letter")
+    assert first[0].reason.startswith("InvalidTaskArguments")
+    redriven = cli(pipeline, "dlq", "redrive", "inventory.fifo", "--order", ghost)
+    assert redriven.returncode == 0, redriven.stderr
+    assert "no such order" in redriven.stdout
+    again = wait_until(lambda: [x for x in mine() if x.message_id != first[0].message_id],
+                       timeout=30, message="the second dead letter (not dropped)")
+    assert again[0].reason.startswith("InvalidTaskArguments")
+    cli(pipeline, "dlq", "redrive", "inventory.fifo", "--order", ghost)  # ... and again
+    wait_until(lambda: [x for x in mine() if x.message_id not in
+                        {first[0].message_id, again[0].message_id}], timeout=30,
+               message="the third dead letter")
+    assert pipeline.rt.store.reservations(ghost) == []

@@ -70,3 +70,19 @@ def test_every_pool_process_builds_its_clients_before_its_first_task(
         wait_until(lambda lane=lane: all_warmed(lane),
                    timeout=30, message=f"every pool process of the {lane} lane to log "
                                        "that it is warmed")
+
+
+def test_every_lane_reports_a_recent_receive_on_each_of_its_queues(pipeline: Pipeline) -> None:
+    """The consumer watchdog's figures (pipeline_consumer_last_receive_age_seconds):
+    a live lane's last receive is never older than a few long polls. Regression: the
+    receives were stamped under the wrong queue names and every lane was taken for
+    stalled and stopped."""
+    store = pipeline.rt.store
+
+    def fresh() -> dict[str, float]:
+        ages = {row["queue"]: row["ageSeconds"] for row in store.consumer_ages()}
+        return ages if set(LANE_OF_QUEUE) <= set(ages) and max(ages.values()) < 30 else {}
+
+    ages = wait_until(fresh, timeout=60, interval=1, message="every queue's receive age")
+    assert set(ages) >= set(LANE_OF_QUEUE)
+    assert not pipeline.lanes.dead(), [r.line.name for r in pipeline.lanes.dead()]
