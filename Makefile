@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PIPELINE_SQS_ENDPOINT_URL ?= http://127.0.0.1:4566
 
-.PHONY: install browser demo test lint unit integration bench bench-quick clean
+.PHONY: install browser demo test lint unit integration bench bench-quick chaos clean
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -38,6 +38,11 @@ bench: install
 
 bench-quick: install
 	$(BIN)/python -m bench --quick
+
+# Chaos (not a test): 2,000 orders through kills, freezes, restarts, message loss and
+# gateway faults, on SQLite and PostgreSQL, then a fuzz; results/chaos.md.
+chaos: install
+	$(BIN)/python -m bench.chaos
 
 unit: install
 	$(BIN)/pytest tests/unit

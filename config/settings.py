@@ -14,6 +14,7 @@ from typing import Annotated
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from config.topology import QueueSpec
 from pipeline.errors import ConfigurationError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +53,15 @@ class Settings(BaseSettings):
     wait_time_seconds: int = Field(default=10, ge=0, le=20)
     polling_interval: float = Field(default=0.01, ge=0, le=10)
     prefetch_multiplier: int = Field(default=16, ge=1, le=64)
+    visibility_cap_s: int | None = Field(default=None, ge=5, le=43_200, description=(
+        "Caps every queue's visibility timeout (test and chaos environments, where a "
+        "dead worker's messages should come back in seconds); unset in production."))
+
+    def visibility(self, spec: QueueSpec) -> int:
+        """The visibility timeout of `spec` in this environment."""
+        if self.visibility_cap_s is None:
+            return spec.visibility_timeout
+        return min(spec.visibility_timeout, self.visibility_cap_s)
 
     # --- Monitoring: events and remote control over SNS fanout --------------
     events: bool = Field(default=True, description="Workers send task events and answer "

@@ -89,6 +89,11 @@ def provision(check: bool, as_json: bool, alarms: bool) -> None:
     from pipeline.store import create_schema
 
     rt = get_runtime()
+    if not check:  # say what is about to change before changing it
+        target = (f"the endpoint {rt.settings.sqs_endpoint_url}" if rt.settings.uses_emulator
+                  else "AWS account " + rt.aws_client("sts").get_caller_identity()["Account"]
+                  + f" ({rt.settings.aws_region})")
+        err.print(f"provisioning prefix {rt.settings.queue_prefix!r} on {target}")
     report = run(rt.settings, rt.aws_client("sqs"), rt.aws_client("sns"), check=check)
     if not check:
         create_schema(rt.store.engine)
@@ -295,7 +300,8 @@ def orders(status_filter: str | None, stuck: bool, as_json: bool) -> None:
     if stuck:
         s = rt.settings
         idle = {order_id: seconds for order_id, _, seconds in stale_orders(
-            rt.store, deadlines(s.reconcile_slack_s, s.attention_retry_s), limit=10_000)}
+            rt.store, deadlines(s.reconcile_slack_s, s.attention_retry_s, s.visibility),
+            limit=10_000)}
         rows = [dict(r, idle_seconds=round(idle[r["id"]])) for r in rows if r["id"] in idle]
     if as_json:
         _dump(rows)
@@ -458,8 +464,27 @@ def stock_expire_holds() -> None:
 @click.option("--exit-when-done", is_flag=True,
               help="Exit (0 only if every order is terminal and the audit is clean).")
 @click.option("--timeout", type=float, default=600.0, show_default=True)
-def demo(count: int, exit_when_done: bool, timeout: float) -> None:
-    """Start the emulator and Procfile lanes, provision, seed, submit a mix, watch."""
-    from pipeline.demo import run_demo
+@click.option("--aws", is_flag=True, help="Run against real AWS (the credentials' account) "
+              "instead of the embedded emulator. It creates queues and topics there.")
+def demo(count: int, exit_when_done: bool, timeout: float, aws: bool) -> None:
+    """Start the emulator and Procfile lanes, provision, seed, submit a mix, watch.
 
+    Always on the embedded emulator (127.0.0.1:PIPELINE_EMULATOR_PORT) unless
+    PIPELINE_SQS_ENDPOINT_URL names another endpoint or --aws is given: a demo never
+    creates anything in an AWS account by accident."""
+    import os
+
+    from config.settings import load_settings
+    from pipeline.demo import run_demo
+    from pipeline.runtime import reset_runtime
+
+    settings = load_settings()
+    if aws and settings.sqs_endpoint_url:
+        _fail("--aws and PIPELINE_SQS_ENDPOINT_URL contradict each other: unset one")
+    if not aws and settings.sqs_endpoint_url is None:
+        os.environ["PIPELINE_SQS_ENDPOINT_URL"] = f"http://127.0.0.1:{settings.emulator_port}"
+        load_settings.cache_clear()
+        reset_runtime()
+    where = "real AWS" if aws else f"the emulator at {load_settings().sqs_endpoint_url}"
+    err.print(f"demo on {where}")
     raise SystemExit(run_demo(count, exit_when_done=exit_when_done, timeout=timeout))

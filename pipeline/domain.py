@@ -6,6 +6,7 @@ decimals, a payment *token* (never a card number).
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from dataclasses import dataclass
@@ -125,18 +126,25 @@ class Order(_Doc):
 
 
 MAX_PROBLEMS = 20  # one message per bad field, but a 10,000-line mess is not 10,000 lines
+_PLAIN = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+def _segment(part: Any) -> str:
+    """A field path segment, quoted when it is an unexpected key of any shape."""
+    text = str(part)
+    return text if _PLAIN.match(text) else json.dumps(text[:40])
 
 
 def parse_order(data: Any) -> Order:
     """Validate a document; raise InvalidOrder with one message per bad field."""
     if not isinstance(data, dict):
-        raise InvalidOrder([f"expected a JSON object, got {type(data).__name__}"])
+        raise InvalidOrder([f"order: expected a JSON object, got {type(data).__name__}"])
     try:
         return Order.model_validate(data)
     except ValidationError as error:
         problems = []
         for item in error.errors(include_url=False, include_input=False):
-            where = ".".join(str(part) for part in item["loc"]) or "order"
+            where = ".".join(_segment(part) for part in item["loc"]) or "order"
             problems.append(f"{where}: {item['msg']}"[:300])
         if len(problems) > MAX_PROBLEMS:
             problems = [*problems[:MAX_PROBLEMS],

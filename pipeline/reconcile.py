@@ -25,13 +25,13 @@ the store (`leases`), so one of them re-drives and the other skips.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy import func, select
 
-from config.topology import TASK_QUEUE, Task, queue_by_name
+from config.topology import TASK_QUEUE, QueueSpec, Task, queue_by_name
 from pipeline import steps
 from pipeline.domain import TERMINAL, OrderStatus
 from pipeline.store import Store
@@ -60,7 +60,9 @@ NEXT_STEPS: dict[OrderStatus, tuple[Task, ...]] = {
 }
 
 
-def deadlines(slack_s: float, attention_retry_s: float) -> dict[OrderStatus, float]:
+def deadlines(slack_s: float, attention_retry_s: float,
+              visibility: Callable[[QueueSpec], int] = lambda q: q.visibility_timeout,
+              ) -> dict[OrderStatus, float]:
     """Seconds without progress after which an order in each status is re-driven.
 
     An order waiting for attention has no message in flight (its step gave up,
@@ -69,7 +71,7 @@ def deadlines(slack_s: float, attention_retry_s: float) -> dict[OrderStatus, flo
     found = {}
     for status, tasks in NEXT_STEPS.items():
         specs = [queue_by_name(TASK_QUEUE[task]) for task in tasks]
-        found[status] = max(q.visibility_timeout * q.max_receive_count for q in specs) + slack_s
+        found[status] = max(visibility(q) * q.max_receive_count for q in specs) + slack_s
     found[S.NEEDS_ATTENTION] = attention_retry_s
     return found
 

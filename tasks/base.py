@@ -124,7 +124,8 @@ class OrderStep(Task):
         spec = delivery.spec
         if spec is None or not delivery.receipt or not delivery.queue_url:
             return nullcontext()
-        return rt.visibility.keep(delivery.queue_url, delivery.receipt, spec.visibility_timeout)
+        return rt.visibility.keep(delivery.queue_url, delivery.receipt,
+                                  rt.settings.visibility(spec))
 
     def _retry_in_place(self, rt: Runtime, delivery: Delivery, decision: Retry) -> None:
         if delivery.receipt and delivery.queue_url:

@@ -86,7 +86,7 @@ def group_serial(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Callable[
         if receipt and url:
             rt = get_runtime()
             name = queue_name_of(str(url).rsplit("/", 1)[-1], rt.settings.queue_prefix)
-            visibility = queue_by_name(name).visibility_timeout if name else 60
+            visibility = rt.settings.visibility(queue_by_name(name)) if name else 60
             holds[request.message.delivery_tag] = rt.visibility.hold(url, receipt, visibility)
 
     def unhold(request: Any) -> None:

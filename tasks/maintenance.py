@@ -33,7 +33,8 @@ def reconcile_orders(self: Any) -> dict[str, Any]:
     holder = f"{self.request.hostname}:{os.getpid()}"
     ctx = rt.step_context(worker=holder)
     try:
-        report = reconcile(ctx, deadlines(s.reconcile_slack_s, s.attention_retry_s),
+        report = reconcile(ctx, deadlines(s.reconcile_slack_s, s.attention_retry_s,
+                                          s.visibility),
                            holder=holder, lease_s=s.reconcile_interval_s * 0.9)
         expired = [] if report.skipped else [
             order_id for order_id in inventory.stale_holds(rt.store)

@@ -33,9 +33,10 @@ class ProvisionReport:
         return bool(self.created or self.updated)
 
 
-def _desired(spec: QueueSpec, *, dlq: bool, dlq_arn: str | None) -> dict[str, str]:
+def _desired(spec: QueueSpec, *, dlq: bool, dlq_arn: str | None,
+             visibility: int) -> dict[str, str]:
     attributes = {
-        "VisibilityTimeout": str(spec.visibility_timeout),
+        "VisibilityTimeout": str(visibility),
         "MessageRetentionPeriod": str(spec.dlq_retention if dlq else spec.retention),
         "ReceiveMessageWaitTimeSeconds": str(spec.wait_time),
         "SqsManagedSseEnabled": "true",
@@ -104,11 +105,14 @@ def provision(settings: Settings, sqs: Any, sns: Any, *, check: bool = False) ->
     prefix = settings.queue_prefix
     try:
         for spec in QUEUES:
+            visibility = settings.visibility(spec)
             dlq_arn = _reconcile(sqs, prefix + spec.dlq_name,
-                                 _desired(spec, dlq=True, dlq_arn=None), check, report)
+                                 _desired(spec, dlq=True, dlq_arn=None, visibility=visibility),
+                                 check, report)
             if dlq_arn is None:  # checking, DLQ missing: compare the rest without it
                 dlq_arn = f"arn:aws:sqs:{settings.aws_region}:?:{prefix}{spec.dlq_name}"
-            _reconcile(sqs, prefix + spec.name, _desired(spec, dlq=False, dlq_arn=dlq_arn),
+            _reconcile(sqs, prefix + spec.name,
+                       _desired(spec, dlq=False, dlq_arn=dlq_arn, visibility=visibility),
                        check, report)
         existing = {arn.rsplit(":", 1)[1] for arn in _topic_arns(sns)}
         for topic in TOPICS:
