@@ -75,9 +75,11 @@ def _drive(chaos: Chaos, orders: int) -> dict[str, Any]:
     batches = [documents[i:i + 25] for i in range(0, orders, 25)]
     tries: list[int] = []
     kills = 0
+    def produce(batch: list[dict[str, Any]]) -> None:
+        tries.append(chaos.submit_until_accepted(batch))
+
     with ThreadPoolExecutor(4) as producers:
-        futures = [producers.submit(lambda b=b: tries.append(chaos.submit_until_accepted(b)))
-                   for b in batches]
+        futures = [producers.submit(produce, b) for b in batches]
         started = time.monotonic()
         schedule = {20.0: "freeze", 50.0: "restart", 80.0: "freeze", 110.0: "restart",
                     65.0: "purge"}
