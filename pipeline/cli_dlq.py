@@ -6,10 +6,9 @@ import json
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
+from pipeline.cli_common import console
 
 
 def _clients() -> tuple[Any, Any]:

@@ -9,11 +9,11 @@ import time
 from typing import Any
 
 import click
-from rich.console import Console, Group
+from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
-console = Console()
+from pipeline.cli_common import console
 
 
 @click.command()
