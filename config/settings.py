@@ -169,7 +169,7 @@ class Settings(BaseSettings):
                              "PIPELINE_FLOWER_ADDRESS only")
         if self.metrics_address not in ("127.0.0.1", "localhost", "::1") and \
                 not self.metrics_public:
-            raise ValueError("PIPELINE_METRICS_ADDRESS is not loopback: set "
+            raise ValueError("PIPELINE_METRICS_ADDRESS: not loopback; set "
                              "PIPELINE_METRICS_PUBLIC=true to serve metrics (no personal "
                              "data, no authentication) beyond this host")
         return self

@@ -21,6 +21,12 @@ from pipeline.retry import backoff_seconds
     ("PIPELINE_DATABASE_URL", "mysql://x", "expected sqlite:///PATH"),
     ("PIPELINE_PREFETCH_MULTIPLIER", "0", "greater than or equal to 1"),
     ("PIPELINE_GATEWAY_DECLINE_RATE", "1.5", "less than or equal to 1"),
+    ("PIPELINE_RECONCILE_INTERVAL_S", "0", "greater than 0"),
+    ("PIPELINE_RECONCILE_SLACK_S", "-5", "greater than or equal to 0"),
+    ("PIPELINE_ATTENTION_RETRY_S", "-1", "greater than 0"),
+    ("PIPELINE_VISIBILITY_CAP_S", "1", "greater than or equal to 5"),
+    ("PIPELINE_METRICS_ADDRESS", "0.0.0.0", "PIPELINE_METRICS_PUBLIC"),
+    ("PIPELINE_FLOWER_UNAUTHENTICATED_API", "maybe", "valid boolean"),
 ])
 def test_a_bad_setting_is_reported_with_its_variable_name(
         clean_settings: pytest.MonkeyPatch, variable: str, value: str, says: str) -> None:
