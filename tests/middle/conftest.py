@@ -35,19 +35,21 @@ DOWN = Faults(transient_error_rate=1.0)
 class Harness:
     """One store, an in-memory broker, and switchable outages."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, stock: dict[str, int] | None = None, seed: int = 3) -> None:
         self.store = store
         self.broker = InMemoryBroker()
-        self.rng = random.Random(3)
+        self.rng = random.Random(seed)
         self.outages: dict[str, Faults] = {}
         self.tag = uuid.uuid4().hex[:6]
-        self.store.set_stock(f"{self.tag}-A", 50, price=Decimal("5.00"))
-        self.store.set_stock(f"{self.tag}-B", 1, price=Decimal("5.00"))
+        self.stock = {f"{self.tag}-{sku}": n for sku, n in (stock or {"A": 50, "B": 1}).items()}
+        for sku, quantity in self.stock.items():
+            self.store.set_stock(sku, quantity, price=Decimal("5.00"))
 
     def context(self, **delivery: Any) -> steps.StepContext:
         engine = self.store.engine
         gateway = GuardedGateway(
             SimulatedGateway(engine, self.outages.get("gateway", Faults()), self.rng),
+            # The breaker's wall-clock open period has no place in these runs.
             Breaker(self.store, f"gw-{self.tag}", BreakerConfig(failure_threshold=10**6)))
         carrier = SimulatedCarrier(engine, self.outages.get("carrier", Faults()), self.rng)
         return steps.StepContext(store=self.store, gateway=gateway, carrier=carrier,
@@ -66,7 +68,10 @@ class Harness:
                 "contact": {"email": "c1@example.com"}}
 
     def submit(self, **kwargs: Any) -> str:
-        order = parse_order(self.document(**kwargs))
+        return self.submit_document(self.document(**kwargs))
+
+    def submit_document(self, document: dict[str, Any]) -> str:
+        order = parse_order(document)
         self.store.create_order(order)
         steps.advance(self.context(), order.order_id)
         return order.order_id

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import itertools
 import os
-import random
 import shutil
 import tempfile
-import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -33,23 +31,15 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from pipeline import steps
 from pipeline.audit import order_violations
-from pipeline.domain import parse_order
-from pipeline.reconcile import reconcile
-from pipeline.services.breaker import Breaker, GuardedGateway
-from pipeline.services.breaker_state import BreakerConfig
 from pipeline.services.cancellation import Cancellation, cancel
-from pipeline.services.simulators import Faults, SimulatedCarrier, SimulatedGateway
-from pipeline.services.validation import Rules
 from pipeline.store import Store, create_db_engine, create_schema
-from pipeline.testing import InMemoryBroker, QueuedMessage
+from pipeline.testing import QueuedMessage
+from tests.middle.conftest import DOWN, Harness
 
 EXAMPLES = int(os.environ.get("PIPELINE_MODEL_EXAMPLES", "40"))
 _template: Path | None = None
 _runs = itertools.count()
-ADDRESS = {"line1": "1 Main St", "city": "Springfield", "state": "IL", "postalCode": "62701",
-           "country": "US"}
 KINDS = ("single", "multi", "declined", "undeliverable", "scarce", "invalid")
-NO_FAULTS = Faults()
 
 
 def fresh_store() -> Store:
@@ -68,53 +58,29 @@ def fresh_store() -> Store:
 class OrderModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.store = fresh_store()
-        self.run = f"m{next(_runs)}{uuid.uuid4().hex[:4]}"
-        self.broker = InMemoryBroker()
-        self.rng = random.Random(0)
-        self.gateway_faults = NO_FAULTS
-        self.carrier_faults = NO_FAULTS
+        self.h = Harness(fresh_store(), stock={"A": 40, "B": 3})  # B runs out
+        self.store, self.broker = self.h.store, self.h.broker
         self.outages: set[str] = set()
         self.orders: list[str] = []
-        self.products = {f"{self.run}-A": 40, f"{self.run}-B": 3}  # B runs out
 
     @initialize(seed=st.integers(0, 2**32 - 1))
-    def stock_up(self, seed: int) -> None:
-        self.rng.seed(seed)
-        for sku, quantity in self.products.items():
-            self.store.set_stock(sku, quantity, price=Decimal("5.00"))
+    def seed(self, seed: int) -> None:
+        self.h.rng.seed(seed)
 
     def context(self, **delivery: Any) -> steps.StepContext:
-        engine = self.store.engine
-        gateway = GuardedGateway(
-            SimulatedGateway(engine, self.gateway_faults, self.rng),
-            # The breaker's wall-clock open period has no place in a model run.
-            Breaker(self.store, f"gateway-{self.run}", BreakerConfig(failure_threshold=10**6)))
-        return steps.StepContext(
-            store=self.store, gateway=gateway,
-            carrier=SimulatedCarrier(engine, self.carrier_faults, self.rng),
-            rules=Rules(), publisher=self.broker, rng=self.rng, worker="model", **delivery)
+        return self.h.context(**delivery)
 
     # ------------------------------------------------------------------ rules
     @rule(kind=st.sampled_from(KINDS))
     def submit(self, kind: str) -> None:
-        a, b = list(self.products)
-        items = {"single": [(a, 1)], "multi": [(a, 2), (b, 1)], "declined": [(a, 1)],
-                 "undeliverable": [(a, 1)], "scarce": [(b, 2)], "invalid": [(a, 1)]}[kind]
-        lines = [{"productId": sku, "quantity": q, "price": "5.00"} for sku, q in items]
-        total = sum(Decimal("5.00") * q for _, q in items)
-        address = dict(ADDRESS, postalCode="00000") if kind == "undeliverable" else ADDRESS
-        document = {
-            "orderId": f"{self.run}-{len(self.orders)}", "customerId": "c-model",
-            "items": lines, "totalAmount": str(total + (1 if kind == "invalid" else 0)),
-            "currency": "USD", "payment": {"token": "tok_decline" if kind == "declined"
-                                           else "tok_visa"},
-            "shippingAddress": address, "contact": {"email": "model@example.com"},
-        }
-        order = parse_order(document)
-        self.store.create_order(order)
-        self.orders.append(order.order_id)
-        steps.advance(self.context(), order.order_id)
+        lines = {"single": [("A", 1)], "multi": [("A", 2), ("B", 1)], "declined": [("A", 1)],
+                 "undeliverable": [("A", 1)], "scarce": [("B", 2)], "invalid": [("A", 1)]}[kind]
+        document = self.h.document(
+            lines=lines, token="tok_decline" if kind == "declined" else "tok_visa",
+            postal_code="00000" if kind == "undeliverable" else "62701")
+        if kind == "invalid":  # breaks a business rule: the total does not add up
+            document["totalAmount"] = str(Decimal(document["totalAmount"]) + 1)
+        self.orders.append(self.h.submit_document(document))
 
     @precondition(lambda self: self.broker.deliverable())
     @rule(pick=st.integers(0, 10**6), fault=st.sampled_from(
@@ -122,15 +88,14 @@ class OrderModel(RuleBasedStateMachine):
     def deliver(self, pick: int, fault: str) -> None:
         ready = self.broker.deliverable()
         message = ready[pick % len(ready)]
-        failing = Faults(transient_error_rate=1.0)
-        self.gateway_faults = failing if fault in ("gateway", "both") or \
-            "gateway" in self.outages else NO_FAULTS
-        self.carrier_faults = failing if fault in ("carrier", "both") or \
-            "carrier" in self.outages else NO_FAULTS
+        down = set(self.outages) | ({fault} if fault in ("gateway", "carrier") else set())
+        if fault == "both":
+            down |= {"gateway", "carrier"}
+        self.h.outages = dict.fromkeys(down, DOWN)
         try:
             self.broker.deliver(message, self.context)
         finally:
-            self.gateway_faults = self.carrier_faults = NO_FAULTS
+            self.h.outages = {}
 
     @rule(system=st.sampled_from(["gateway", "carrier"]))
     def outage_begins(self, system: str) -> None:
@@ -177,7 +142,7 @@ class OrderModel(RuleBasedStateMachine):
 
     @rule()
     def reconcile_now(self) -> None:
-        reconcile(self.context(), {status: 0.0 for status in _statuses()})
+        self.h.reconcile()
 
     # ------------------------------------------------------------------ properties
     @invariant()
@@ -194,7 +159,7 @@ class OrderModel(RuleBasedStateMachine):
             if all(self.store.status(o).terminal for o in self.orders):
                 break
             self.broker.redrive()
-            reconcile(self.context(), {status: 0.0 for status in _statuses()})
+            self.h.reconcile()
         open_orders = {o: self.store.status(o) for o in self.orders
                        if not self.store.status(o).terminal}
         assert not open_orders, open_orders
@@ -202,15 +167,10 @@ class OrderModel(RuleBasedStateMachine):
         assert not wrong, wrong
         for level in self.store.stock_levels():
             held = level["available"] + level["reserved"] + level["shipped"]
-            assert held == self.products[level["sku"]], level
+            assert held == self.h.stock[level["sku"]], level
             assert level["reserved"] == 0, level
         self.store.engine.dispose()
 
-
-def _statuses() -> list[Any]:
-    from pipeline.reconcile import NEXT_STEPS
-
-    return list(NEXT_STEPS)
 
 
 OrderModel.TestCase.settings = settings(
