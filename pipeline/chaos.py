@@ -151,22 +151,30 @@ class Chaos:
         return self._sqs
 
     def destroy_messages(self, share: float) -> int:
+        from botocore.exceptions import BotoCoreError, ClientError
+
         """Receive from a random work queue behind the workers' backs; delete `share`
         of what comes, hand the rest back at once. Returns how many were destroyed."""
         spec = self.rng.choice(QUEUES)
         sqs = self.sqs()
-        url = sqs.get_queue_url(QueueName=self.env["PIPELINE_QUEUE_PREFIX"] + spec.name)[
-            "QueueUrl"]
-        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
-                                  VisibilityTimeout=30).get("Messages", [])
+        try:
+            url = sqs.get_queue_url(QueueName=self.env["PIPELINE_QUEUE_PREFIX"] + spec.name)[
+                "QueueUrl"]
+            got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
+                                      VisibilityTimeout=30).get("Messages", [])
+        except (BotoCoreError, ClientError):  # frozen or restarting: try again next round
+            return 0
         gone = 0
         for message in got:
-            if self.rng.random() < share:
-                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-                gone += 1
-            else:
-                sqs.change_message_visibility(QueueUrl=url, VisibilityTimeout=0,
-                                              ReceiptHandle=message["ReceiptHandle"])
+            try:
+                if self.rng.random() < share:
+                    sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+                    gone += 1
+                else:
+                    sqs.change_message_visibility(QueueUrl=url, VisibilityTimeout=0,
+                                                  ReceiptHandle=message["ReceiptHandle"])
+            except ClientError:  # the emulator restarted meanwhile: the receipt is stale
+                continue
         self.destroyed += gone
         return gone
 

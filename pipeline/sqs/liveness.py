@@ -71,6 +71,7 @@ def start_watchdog(lane: str, queues: Callable[[], list[str]], *, wait_time_s: f
                              ", ".join(dead), ", ".join(f"{current[q]:.0f}" for q in dead),
                              STALLED_POLLS)
                 exit_process(EXIT_CODE)
+                return  # os._exit does not return; a test's stand-in does
 
     thread = threading.Thread(target=watch, name="consumer-watchdog", daemon=True)
     thread.start()
