@@ -178,6 +178,21 @@ class Chaos:
         self.destroyed += gone
         return gone
 
+    def destroy_one(self, queue: str, timeout: float = 30.0) -> bool:
+        """Take one message off `queue` for good (a loss the pipeline must recover from)."""
+        sqs = self.sqs()
+        url = sqs.get_queue_url(QueueName=self.env["PIPELINE_QUEUE_PREFIX"] + queue)["QueueUrl"]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1,
+                                      WaitTimeSeconds=1).get("Messages", [])
+            if got:
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=got[0]["ReceiptHandle"])
+                self.destroyed += 1
+                self.events.append(f"destroyed a message on {queue}")
+                return True
+        return False
+
     def purge(self, queue: str) -> None:
         sqs = self.sqs()
         url = sqs.get_queue_url(QueueName=self.env["PIPELINE_QUEUE_PREFIX"] + queue)["QueueUrl"]

@@ -13,11 +13,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 
 from pipeline.audit import audit
 from pipeline.chaos import Chaos
 from pipeline.demo import CATALOG, KINDS, sample_order
 from pipeline.store import Store, create_db_engine, outbox
+from pipeline.store import schema as t
+from pipeline.store.db import reading
 from pipeline.testing import PIPELINE_LANES, WORKER_LANES, wait_until
 
 pytestmark = pytest.mark.integration
@@ -59,12 +62,14 @@ def test_every_order_ends_and_audits_clean_through_kills_freeze_restart_and_loss
     pool = ThreadPoolExecutor(1)
     producer = pool.submit(produce)
     started = time.monotonic()
-    froze = restarted = False
+    froze = restarted = lost = False
     while time.monotonic() - started < 45:
         chaos.supervise()
         chaos.kill_a_pool_process()
         chaos.destroy_messages(0.05)
         elapsed = time.monotonic() - started
+        if not lost and elapsed > 4:
+            lost = chaos.destroy_one("payments")  # an authorization lost for good
         if not froze and elapsed > 8:
             chaos.freeze_emulator(10)
             froze = True
@@ -93,7 +98,11 @@ def test_every_order_ends_and_audits_clean_through_kills_freeze_restart_and_loss
     assert report.clean, (report.violations, chaos.events)
     assert sum(report.orders_by_status.values()) == ORDERS
     assert report.orders_by_status.get("COMPLETED", 0) > ORDERS // 3, report.orders_by_status
-    assert any("SIGKILL" in e for e in chaos.events) and froze and restarted
+    assert any("SIGKILL" in e for e in chaos.events) and froze and restarted and lost
+    with reading(store.engine) as conn:  # the lost message's order was re-driven
+        redriven = conn.execute(select(func.count()).select_from(t.steps).where(
+            t.steps.c.outcome == "reconciled")).scalar_one()
+    assert redriven >= 1
 
     def drained() -> bool:  # business events reach SNS despite the outage
         chaos.supervise()
