@@ -106,6 +106,21 @@ const sqsStore = new SqsStore();
 sqsStore.host = "";
 const snsStore = new SnsStore();
 const s3Store = new S3Store();
+// fauxqs 2.4.1's PersistenceManager.updateMessageReady (a message made visible
+// again: ChangeMessageVisibility 0) writes NULL into approximate_receive_count, a
+// NOT NULL column: it throws after the message has left the in-flight set and
+// before it is queued again, so with persistence on every such message was lost
+// (a hand-back after a killed pool process; seen as an order stuck in RECEIVED),
+// and it came back from the database at the next restart out of its group's
+// order. Here only the in-flight fields are cleared.
+const updateMessageReady = PersistenceManager.prototype.updateMessageReady;
+PersistenceManager.prototype.updateMessageReady = function (messageId) {
+  if (!this.db) return updateMessageReady.call(this, messageId);
+  this.pipelineReady ??= this.db.prepare(
+    "UPDATE sqs_messages SET receipt_handle = NULL, visibility_deadline = NULL WHERE message_id = ?");
+  this.pipelineReady.run(messageId);
+};
+
 let persistence;
 if (values["data-dir"]) {
   // Same order as startFauxqs(): load state first, then wire write-through.

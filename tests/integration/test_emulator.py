@@ -146,3 +146,29 @@ def test_fifo_groups_are_not_left_locked_after_a_restart_on_persisted_state(
         wait_until(receive_all, timeout=20, message="every message again after the restart")
     finally:
         emulator.stop()
+
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_a_message_made_visible_again_is_never_lost_with_persistence(
+        tmp_path: Path, restart: bool) -> None:
+    """Regression: fauxqs 2.4.1 lost every message made visible again (visibility 0)
+    when it kept state on disk (a NOT NULL column written NULL), which is how a
+    hand-back after a killed worker became an order stuck in RECEIVED."""
+    emulator = start_emulator(0, data_dir=tmp_path)
+    port = emulator.port
+    try:
+        sqs = client(emulator.endpoint)
+        url = sqs.create_queue(QueueName="handback", Attributes={  # type: ignore[attr-defined]
+            "VisibilityTimeout": "60"})["QueueUrl"]
+        sqs.send_message(QueueUrl=url, MessageBody="step")  # type: ignore[attr-defined]
+        (message,) = sqs.receive_message(QueueUrl=url)["Messages"]  # type: ignore[attr-defined]
+        if restart:
+            emulator.stop()
+            emulator = start_emulator(port, data_dir=tmp_path)
+            sqs = client(emulator.endpoint)
+        sqs.change_message_visibility(  # type: ignore[attr-defined]
+            QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
+        again = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=2)  # type: ignore[attr-defined]
+        assert [m["Body"] for m in again.get("Messages", [])] == ["step"]
+    finally:
+        emulator.stop()
