@@ -4,11 +4,12 @@ Faults (pipeline.chaos): a SIGKILL of a random worker process every 2 s (every
 fifth one the whole worker, main process included); the emulator frozen 10 s and
 restarted on its persisted state, twice; 20 % transient gateway faults; message
 loss: 1 % of the messages a controller receives behind the workers' backs are
-deleted, and one queue is purged once. Then a fuzz phase: 10,000 generated order
-documents through `submit_order` and `pipeline submit`, and 1,000 garbage bodies
-on every queue. Pass: every order terminal within 2 minutes of the last fault,
-`pipeline audit` clean, no worker killed by input, every garbage body in a DLQ
-with a reason. Writes results/chaos.md and results/chaos.json.
+deleted, and one queue is purged once. After each chaos run, 1,000 garbage bodies
+on every work queue, to the lanes that went through it. Then a fuzz phase: 10,000
+generated order documents through `submit_order` and `pipeline submit`. Pass:
+every order terminal within 2 minutes of the last fault, `pipeline audit` clean,
+no worker killed by input, every garbage body in a DLQ with a reason. Writes
+results/chaos.md and results/chaos.json.
 
     python -m bench.chaos [--orders N] [--databases sqlite,postgresql]
 """
@@ -59,15 +60,76 @@ def database(kind: str, work: Path) -> Iterator[str]:
         yield url
 
 
-def run_chaos(kind: str, orders: int, work: Path) -> dict[str, Any]:
+def run_chaos(kind: str, orders: int, work: Path, garbage: int) -> dict[str, Any]:
     with database(kind, work) as url:
         chaos = Chaos(work, url, SETTINGS)
         try:
             chaos.start({sku: (price, quantity * 20) for sku, (price, quantity)
                          in CATALOG.items()}, PIPELINE_LANES)
-            return _drive(chaos, orders)
+            result = _drive(chaos, orders)
+            if garbage:
+                result["garbage"] = _garbage(chaos, garbage)
+                result["passed"] = result["passed"] and result["garbage"]["passed"]
+            return result
         finally:
             chaos.stop()
+
+
+def _garbage(chaos: Chaos, per_queue: int) -> dict[str, Any]:
+    """`per_queue` hostile bodies on every work queue, with the lanes that just went
+    through the chaos: none may die of them, each must be in its DLQ with a reason."""
+    from concurrent.futures import ThreadPoolExecutor as Pool
+
+    from config.settings import Settings
+    from config.topology import QUEUES
+    from pipeline import dlq
+    from pipeline.testing import hostile_bodies
+
+    settings = Settings(queue_prefix=chaos.env["PIPELINE_QUEUE_PREFIX"],
+                        database_url=chaos.database_url,
+                        sqs_endpoint_url=chaos.emulator.endpoint,
+                        aws_access_key_id="local", aws_secret_access_key="local")
+    sqs = chaos.sqs()
+    for spec in QUEUES:
+        dlq.purge(settings, sqs, spec.name)
+    exits_before = sum("restarted after exit" in e for e in chaos.events)
+    bodies = hostile_bodies(per_queue * len(QUEUES), seed=11)
+
+    def send(index: int) -> None:
+        spec = QUEUES[index % len(QUEUES)]
+        url = sqs.get_queue_url(QueueName=settings.queue_prefix + spec.name)["QueueUrl"]
+        message: dict[str, Any] = {"QueueUrl": url, "MessageBody": bodies[index]}
+        if spec.is_fifo:
+            message |= {"MessageGroupId": f"garbage-{index % 7}",
+                        "MessageDeduplicationId": f"garbage-{index}"}
+        sqs.send_message(**message)
+
+    with Pool(8) as pool:
+        list(pool.map(send, range(len(bodies))))
+    letters: dict[str, int] = {}
+    without_reason = 0
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        chaos.supervise()
+        depths = [int(sqs.get_queue_attributes(
+            QueueUrl=sqs.get_queue_url(QueueName=settings.queue_prefix + s.name)["QueueUrl"],
+            AttributeNames=["ApproximateNumberOfMessages",
+                            "ApproximateNumberOfMessagesNotVisible"])["Attributes"][k])
+            for s in QUEUES for k in ("ApproximateNumberOfMessages",
+                                      "ApproximateNumberOfMessagesNotVisible")]
+        if not any(depths):
+            break
+        time.sleep(2)
+    for spec in QUEUES:
+        found = dlq.peek(settings, sqs, spec.name, limit=per_queue * 2)
+        letters[spec.name] = len(found)
+        without_reason += sum(x.reason.startswith("moved by the redrive policy")
+                              for x in found)
+    exits = sum("restarted after exit" in e for e in chaos.events) - exits_before
+    return {"bodiesPerQueue": per_queue, "deadLettered": letters,
+            "withoutReason": without_reason, "laneExits": exits,
+            "passed": exits == 0 and without_reason == 0
+            and all(n == per_queue for n in letters.values())}
 
 
 def _drive(chaos: Chaos, orders: int) -> dict[str, Any]:
@@ -157,7 +219,8 @@ def write_report(results: dict[str, Any]) -> None:
             ("s to quiescence after the last fault", "secondsToQuiescenceAfterLastFault"),
             ("max captures / order", "maxCapturesPerOrder"),
             ("max effects / idempotency key", "maxEffectsPerKey"),
-            ("orders by outcome", "ordersByStatus"), ("audit violations", "auditViolations")]
+            ("orders by outcome", "ordersByStatus"), ("audit violations", "auditViolations"),
+            ("garbage bodies after the chaos", "garbage")]
     for label, key in rows:
         lines.append(f"| {label} | " + " | ".join(
             str(r.get(key)) for r in results["chaos"].values()) + " |")
@@ -171,12 +234,14 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=2000)
     parser.add_argument("--databases", default="sqlite,postgresql")
     parser.add_argument("--fuzz", type=int, default=10_000)
+    parser.add_argument("--garbage", type=int, default=1000,
+                        help="hostile bodies per work queue after the chaos")
     args = parser.parse_args()
     results: dict[str, Any] = {"chaos": {}}
     for kind in args.databases.split(","):
         with tempfile.TemporaryDirectory(prefix=f"chaos-{kind}-") as work:
             print(f"chaos on {kind} ...", file=sys.stderr, flush=True)
-            results["chaos"][kind] = run_chaos(kind, args.orders, Path(work))
+            results["chaos"][kind] = run_chaos(kind, args.orders, Path(work), args.garbage)
             print(json.dumps(results["chaos"][kind], default=str)[:2000], file=sys.stderr)
     if args.fuzz:
         with tempfile.TemporaryDirectory(prefix="fuzz-") as work:

@@ -151,10 +151,10 @@ class Chaos:
         return self._sqs
 
     def destroy_messages(self, share: float) -> int:
-        from botocore.exceptions import BotoCoreError, ClientError
-
         """Receive from a random work queue behind the workers' backs; delete `share`
         of what comes, hand the rest back at once. Returns how many were destroyed."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
         spec = self.rng.choice(QUEUES)
         sqs = self.sqs()
         try:
