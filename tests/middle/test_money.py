@@ -33,6 +33,10 @@ def effects(harness: Harness, order_id: str, system: str) -> set[str]:
     return {key.split(":", 1)[1] for key in keys}
 
 
+def reserved(harness: Harness, sku: str) -> int:
+    return next(int(s["reserved"]) for s in harness.store.stock_levels() if s["sku"] == sku)
+
+
 def test_a_void_that_gives_up_leaves_the_order_waiting_and_the_customer_untold(
         harness: Harness) -> None:
     order_id = harness.submit(lines=[("A", 1), ("B", 5)])  # B has 1 in stock
@@ -148,3 +152,35 @@ def test_forged_line_updates_are_dead_lettered_at_once_and_change_no_stock(
     order_id = harness.submit()
     harness.drain()
     assert harness.store.status(order_id) is S.COMPLETED
+
+
+def test_a_stock_release_that_gives_up_leaves_the_order_waiting_until_it_is_released(
+        harness: Harness) -> None:
+    from pipeline import steps
+
+    order_id = harness.submit(lines=[("A", 2), ("B", 5)])  # B has 1 in stock: compensation
+    harness.run_until(order_id, S.COMPENSATING)
+    releases = [m for m in harness.broker.deliverable()
+                if m.task is Task.APPLY_LINE and m.args[3] == "release"]
+    while not releases:  # the compensation's undos come one by one, newest first
+        harness.deliver()
+        releases = [m for m in harness.broker.deliverable()
+                    if m.task is Task.APPLY_LINE and m.args[3] == "release"]
+    release = releases[0]
+    # Every attempt failed: the worker gives up and dead-letters it.
+    harness.broker.queue.remove(release)
+    harness.broker.dead.append((release, "RuntimeError: the store went away"))
+    steps.give_up(harness.context(attempt=3), Task.APPLY_LINE, release.args,
+                  RuntimeError("the store went away"), "RuntimeError: the store went away")
+    harness.drain()
+    assert harness.store.status(order_id) is S.NEEDS_ATTENTION  # not ended with A held
+    assert reserved(harness, release.args[1]) == 2
+    assert harness.store.line_states(order_id)[release.args[1]] == "RESERVED"
+    assert told(harness, order_id) == []
+
+    harness.reconcile()
+    harness.drain()
+    assert harness.store.status(order_id) is S.OUT_OF_STOCK
+    assert reserved(harness, release.args[1]) == 0
+    assert harness.store.line_states(order_id)[release.args[1]] == "RELEASED"
+    assert order_violations(harness.store, [order_id]) == {}

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+from typing import Any
+
+import pytest
 
 from config.topology import Task
+from pipeline.audit import order_violations
 from pipeline.domain import OrderStatus, parse_order
 from pipeline.reconcile import NEXT_STEPS, deadlines, reconcile, stale_orders
 from pipeline.testing import run_cli
@@ -42,6 +46,33 @@ def test_every_lost_step_is_sent_again_from_the_orders_state(harness: Harness) -
             harness.reconcile()
     assert harness.store.status(order_id) is S.COMPLETED
     assert {Task.VALIDATE, Task.AUTHORIZE, Task.APPLY_LINE, Task.SHIP, Task.NOTIFY} <= set(seen)
+
+
+@pytest.mark.parametrize(("order", "outcome", "undos"), [
+    ({"lines": [("A", 1), ("B", 5)]}, S.OUT_OF_STOCK,  # B has 1: release A, void
+     {Task.APPLY_LINE, Task.REVERSE_PAYMENT}),
+    ({"postal_code": "00000"}, S.SHIPPING_FAILED,  # the carrier refuses: release, refund
+     {Task.APPLY_LINE, Task.REVERSE_PAYMENT}),
+])
+def test_every_lost_compensation_step_is_sent_again_until_the_money_is_right(
+        harness: Harness, order: dict[str, Any], outcome: S, undos: set[Task]) -> None:
+    """A compensation message lost (revoked, purged, expired) does not leave the order
+    COMPENSATING: the reconciler sends the undo that is still owed."""
+    order_id = harness.submit(**order)
+    harness.run_until(order_id, S.COMPENSATING)
+    seen = []
+    while not harness.store.status(order_id).terminal:
+        if harness.broker.deliverable():
+            message = harness.next_message()
+            seen.append(message.task)
+            harness.broker.queue.remove(message)
+            harness.reconcile()
+            harness.deliver(message.task)
+        else:
+            harness.reconcile()
+    assert harness.store.status(order_id) is outcome
+    assert undos <= set(seen)
+    assert order_violations(harness.store, [order_id]) == {}
 
 
 def test_two_reconcilers_sweep_once(harness: Harness) -> None:
