@@ -110,7 +110,14 @@ def fuzz_submissions(count: int, work: Path) -> dict[str, Any]:
 
     each()
     batch = work / "fuzz.jsonl"
-    batch.write_text("\n".join(json.dumps(d) for d in seen) + "\n{not json\n")
+    lines = []
+    for document in seen:
+        try:
+            lines.append(json.dumps(document))
+        except RecursionError:  # deeper than json can write: written by hand below
+            continue
+    deep = '{"orderId": "deep", "items": ' + "[" * 5000 + "]" * 5000 + "}"
+    batch.write_text("\n".join([*lines, deep, "{not json"]) + "\n")
     done = subprocess.run([sys.executable, "-m", "pipeline", "submit", str(batch)],
                           cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
                           env={"PATH": "/usr/bin:/bin",
@@ -119,6 +126,6 @@ def fuzz_submissions(count: int, work: Path) -> dict[str, Any]:
     cli_ok = done.returncode == 1 and "Traceback" not in done.stderr and \
         "nothing submitted" in done.stderr
     return {"documents": count, "wrongOutcomes": len(wrong), "examples": wrong[:10],
-            "cliFile": {"lines": len(seen) + 1, "exit": done.returncode,
+            "cliFile": {"lines": len(lines) + 2, "exit": done.returncode,
                         "refusedWithReasons": cli_ok},
             "passed": not wrong and cli_ok}

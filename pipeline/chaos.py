@@ -46,6 +46,7 @@ class Chaos:
     settings: dict[str, str] = field(default_factory=dict)
     events: list[str] = field(default_factory=list)
     destroyed: int = 0
+    exits: list[str] = field(default_factory=list)  # lanes that died of something not sent
     rng: random.Random = field(default_factory=lambda: random.Random(5))
 
     def __post_init__(self) -> None:
@@ -65,6 +66,7 @@ class Chaos:
         }
         self.lanes = ProcessGroup(self.env, self.work_dir / "logs")
         self._sqs: Any = None
+        self._log_starts: dict[str, int] = {}
 
     # --- the pipeline ----------------------------------------------------------
     def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -84,7 +86,12 @@ class Chaos:
                 raise RuntimeError(done.stderr)
         for line in read_procfile():
             if line.name in lanes:
-                self.lanes.start(line)
+                self._start_lane(line)
+
+    def _start_lane(self, line: Any) -> None:
+        log = self.lanes.log_dir / f"{line.name}.log"
+        self._log_starts[line.name] = log.stat().st_size if log.exists() else 0
+        self.lanes.start(line)
 
     def submit_until_accepted(self, documents: list[dict[str, Any]]) -> int:
         """One producer batch, submitted again while SQS is unreachable. Returns tries."""
@@ -103,7 +110,20 @@ class Chaos:
         for running in self.lanes.dead():
             self.lanes.running.remove(running)
             running.log.close()
-            self.lanes.start(running.line)
+            if running.process.returncode not in (-signal.SIGKILL, -signal.SIGTERM):
+                log = self.lanes.log_dir / f"{running.line.name}.log"
+                with log.open("rb") as f:  # what this run of the lane wrote
+                    f.seek(self._log_starts.get(running.line.name, 0))
+                    tail = f.read()[-20_000:].decode(errors="replace")
+                if "WorkerLostError('Could not start worker processes')" in tail:
+                    # Celery's own rule: a pool child killed before it came up ends
+                    # the worker; the kill did it, the supervisor restarts it.
+                    self.events.append(f"lane {running.line.name}: a pool process was "
+                                       "killed while the worker started")
+                else:
+                    self.exits.append(f"{running.line.name} exited "
+                                      f"{running.process.returncode}: {tail[-3000:]}")
+            self._start_lane(running.line)
             self.events.append(f"lane {running.line.name} restarted after exit "
                                f"{running.process.returncode}")
 

@@ -103,6 +103,7 @@ def test_every_order_ends_and_audits_clean_through_kills_freeze_restart_and_loss
         redriven = conn.execute(select(func.count()).select_from(t.steps).where(
             t.steps.c.outcome == "reconciled")).scalar_one()
     assert redriven >= 1
+    assert chaos.exits == []  # no lane died of anything but the kills
 
     def drained() -> bool:  # business events reach SNS despite the outage
         chaos.supervise()
