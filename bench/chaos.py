@@ -241,12 +241,25 @@ def write_report(results: dict[str, Any]) -> None:
             ("orders by outcome", "ordersByStatus"), ("audit violations", "auditViolations"),
             ("garbage bodies after the chaos", "garbage"),
             ("lane exits not caused by a kill", "unexpectedLaneExits")]
+    for r in results["chaos"].values():
+        faults = r.get("faults", [])
+        r["emulatorOutages"] = (f"{sum('frozen' in f for f in faults)} frozen 10 s, "
+                                f"{sum('emulator restarted' in f for f in faults)} restarted")
+        r["purges"] = "; ".join(f for f in faults if f.startswith("purged")) or None
+        r["laneRestarts"] = sum("restarted after exit" in f for f in faults)
+    rows[3:3] = [("emulator outages", "emulatorOutages"), ("queue purged", "purges"),
+                 ("lanes restarted by the supervisor", "laneRestarts")]
     for label, key in rows:
         lines.append(f"| {label} | " + " | ".join(
             str(r.get(key)) for r in results["chaos"].values()) + " |")
     if "fuzz" in results:
         lines += ["", "## Fuzz", "", "```", json.dumps(results["fuzz"], indent=2), "```"]
     (RESULTS / "chaos.md").write_text("\n".join(lines) + "\n")
+
+
+def rewrite_report() -> None:
+    """results/chaos.md again from results/chaos.json (no new run)."""
+    write_report(json.loads((RESULTS / "chaos.json").read_text()))
 
 
 def main() -> None:
