@@ -31,6 +31,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from config.settings import PROJECT_ROOT
+from config.topology import QUEUES
 from pipeline.audit import audit
 from pipeline.chaos import Chaos
 from pipeline.demo import CATALOG, KINDS, sample_order
@@ -78,12 +79,9 @@ def run_chaos(kind: str, orders: int, work: Path, garbage: int) -> dict[str, Any
 def _garbage(chaos: Chaos, per_queue: int) -> dict[str, Any]:
     """`per_queue` hostile bodies on every work queue, with the lanes that just went
     through the chaos: none may die of them, each must be in its DLQ with a reason."""
-    from concurrent.futures import ThreadPoolExecutor as Pool
-
     from config.settings import Settings
-    from config.topology import QUEUES
     from pipeline import dlq
-    from pipeline.testing import hostile_bodies
+    from pipeline.testing import hostile_bodies, queue_depth, send_to_work_queues
 
     settings = Settings(queue_prefix=chaos.env["PIPELINE_QUEUE_PREFIX"],
                         database_url=chaos.database_url,
@@ -93,33 +91,15 @@ def _garbage(chaos: Chaos, per_queue: int) -> dict[str, Any]:
     for spec in QUEUES:
         dlq.purge(settings, sqs, spec.name)
     exits_before = sum("restarted after exit" in e for e in chaos.events)
-    bodies = hostile_bodies(per_queue * len(QUEUES), seed=11)
-
-    def send(index: int) -> None:
-        spec = QUEUES[index % len(QUEUES)]
-        url = sqs.get_queue_url(QueueName=settings.queue_prefix + spec.name)["QueueUrl"]
-        message: dict[str, Any] = {"QueueUrl": url, "MessageBody": bodies[index]}
-        if spec.is_fifo:
-            message |= {"MessageGroupId": f"garbage-{index % 7}",
-                        "MessageDeduplicationId": f"garbage-{index}"}
-        sqs.send_message(**message)
-
-    with Pool(8) as pool:
-        list(pool.map(send, range(len(bodies))))
+    send_to_work_queues(sqs, settings.queue_prefix,
+                        hostile_bodies(per_queue * len(QUEUES), seed=11), tag="garbage")
+    urls = [chaos.queue_url(spec.name) for spec in QUEUES]
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and any(any(queue_depth(sqs, url)) for url in urls):
+        chaos.supervise()
+        time.sleep(2)
     letters: dict[str, int] = {}
     without_reason = 0
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        chaos.supervise()
-        depths = [int(sqs.get_queue_attributes(
-            QueueUrl=sqs.get_queue_url(QueueName=settings.queue_prefix + s.name)["QueueUrl"],
-            AttributeNames=["ApproximateNumberOfMessages",
-                            "ApproximateNumberOfMessagesNotVisible"])["Attributes"][k])
-            for s in QUEUES for k in ("ApproximateNumberOfMessages",
-                                      "ApproximateNumberOfMessagesNotVisible")]
-        if not any(depths):
-            break
-        time.sleep(2)
     for spec in QUEUES:
         found = dlq.peek(settings, sqs, spec.name, limit=per_queue * 2)
         letters[spec.name] = len(found)
@@ -167,7 +147,7 @@ def _drive(chaos: Chaos, orders: int) -> dict[str, Any]:
                     elif fault == "restart":
                         chaos.restart_emulator()
                     else:
-                        chaos.purge(_deepest(chaos))
+                        chaos.purge(max((q.name for q in QUEUES), key=chaos.waiting))
             time.sleep(2)
         for future in futures:
             future.result(timeout=600)
@@ -201,27 +181,19 @@ def _drive(chaos: Chaos, orders: int) -> dict[str, Any]:
             "unexpectedLaneExits": [e[:1500] for e in chaos.exits]}
 
 
-def _deepest(chaos: Chaos) -> str:
-    """The work queue with the most messages waiting: the purge that hurts most."""
-    from config.topology import QUEUES
-
-    sqs = chaos.sqs()
-    prefix = chaos.env["PIPELINE_QUEUE_PREFIX"]
-    depths = {}
-    for spec in QUEUES:
-        url = sqs.get_queue_url(QueueName=prefix + spec.name)["QueueUrl"]
-        depths[spec.name] = int(sqs.get_queue_attributes(
-            QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])[
-                "Attributes"]["ApproximateNumberOfMessages"])
-    return max(depths, key=lambda name: depths[name])
-
-
 def run_fuzz(documents: int, work: Path) -> dict[str, Any]:
     """Generated documents through submit_order and `pipeline submit`: each refused with
     a reason naming a field, or accepted; never a crash."""
     from bench.fuzz import fuzz_submissions
 
     return fuzz_submissions(documents, work)
+
+
+def _fault_summary(faults: list[str]) -> dict[str, Any]:
+    return {"emulatorOutages": f"{sum('frozen' in f for f in faults)} frozen 10 s, "
+                               f"{sum('emulator restarted' in f for f in faults)} restarted",
+            "purges": "; ".join(f for f in faults if f.startswith("purged")) or None,
+            "laneRestarts": sum("restarted after exit" in f for f in faults)}
 
 
 def write_report(results: dict[str, Any]) -> None:
@@ -232,6 +204,8 @@ def write_report(results: dict[str, Any]) -> None:
     lines += ["| | " + " | ".join(results["chaos"]) + " |",
               "|---|" + "---|" * len(results["chaos"])]
     rows = [("passed", "passed"), ("orders", "orders"), ("kills (SIGKILL)", "kills"),
+            ("emulator outages", "emulatorOutages"), ("queue purged", "purges"),
+            ("lanes restarted by the supervisor", "laneRestarts"),
             ("messages destroyed", "messagesDestroyed"),
             ("reconciler re-drives", "reconcilerRedrives"),
             ("producer retries", "producerRetries"),
@@ -241,25 +215,13 @@ def write_report(results: dict[str, Any]) -> None:
             ("orders by outcome", "ordersByStatus"), ("audit violations", "auditViolations"),
             ("garbage bodies after the chaos", "garbage"),
             ("lane exits not caused by a kill", "unexpectedLaneExits")]
-    for r in results["chaos"].values():
-        faults = r.get("faults", [])
-        r["emulatorOutages"] = (f"{sum('frozen' in f for f in faults)} frozen 10 s, "
-                                f"{sum('emulator restarted' in f for f in faults)} restarted")
-        r["purges"] = "; ".join(f for f in faults if f.startswith("purged")) or None
-        r["laneRestarts"] = sum("restarted after exit" in f for f in faults)
-    rows[3:3] = [("emulator outages", "emulatorOutages"), ("queue purged", "purges"),
-                 ("lanes restarted by the supervisor", "laneRestarts")]
+    columns = [{**r, **_fault_summary(r.get("faults", []))}
+               for r in results["chaos"].values()]
     for label, key in rows:
-        lines.append(f"| {label} | " + " | ".join(
-            str(r.get(key)) for r in results["chaos"].values()) + " |")
+        lines.append(f"| {label} | " + " | ".join(str(c.get(key)) for c in columns) + " |")
     if "fuzz" in results:
         lines += ["", "## Fuzz", "", "```", json.dumps(results["fuzz"], indent=2), "```"]
     (RESULTS / "chaos.md").write_text("\n".join(lines) + "\n")
-
-
-def rewrite_report() -> None:
-    """results/chaos.md again from results/chaos.json (no new run)."""
-    write_report(json.loads((RESULTS / "chaos.json").read_text()))
 
 
 def main() -> None:

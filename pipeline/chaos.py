@@ -26,7 +26,7 @@ from typing import Any
 
 from config.settings import PROJECT_ROOT
 from config.topology import QUEUES
-from pipeline.procfile import ProcessGroup, read_procfile
+from pipeline.procfile import ProcessGroup, ProcLine, read_procfile
 from pipeline.sqs.emulator import Emulator, start_emulator
 
 __all__ = ["Chaos", "children"]
@@ -88,7 +88,7 @@ class Chaos:
             if line.name in lanes:
                 self._start_lane(line)
 
-    def _start_lane(self, line: Any) -> None:
+    def _start_lane(self, line: ProcLine) -> None:
         log = self.lanes.log_dir / f"{line.name}.log"
         self._log_starts[line.name] = log.stat().st_size if log.exists() else 0
         self.lanes.start(line)
@@ -170,6 +170,10 @@ class Chaos:
                 aws_access_key_id="local", aws_secret_access_key="local")
         return self._sqs
 
+    def queue_url(self, queue: str) -> str:
+        return str(self.sqs().get_queue_url(
+            QueueName=self.env["PIPELINE_QUEUE_PREFIX"] + queue)["QueueUrl"])
+
     def destroy_messages(self, share: float) -> int:
         """Receive from a random work queue behind the workers' backs; delete `share`
         of what comes, hand the rest back at once. Returns how many were destroyed."""
@@ -178,8 +182,7 @@ class Chaos:
         spec = self.rng.choice(QUEUES)
         sqs = self.sqs()
         try:
-            url = sqs.get_queue_url(QueueName=self.env["PIPELINE_QUEUE_PREFIX"] + spec.name)[
-                "QueueUrl"]
+            url = self.queue_url(spec.name)
             got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
                                       VisibilityTimeout=30).get("Messages", [])
         except (BotoCoreError, ClientError):  # frozen or restarting: try again next round
@@ -201,7 +204,7 @@ class Chaos:
     def destroy_one(self, queue: str, timeout: float = 30.0) -> bool:
         """Take one message off `queue` for good (a loss the pipeline must recover from)."""
         sqs = self.sqs()
-        url = sqs.get_queue_url(QueueName=self.env["PIPELINE_QUEUE_PREFIX"] + queue)["QueueUrl"]
+        url = self.queue_url(queue)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1,
@@ -213,11 +216,13 @@ class Chaos:
                 return True
         return False
 
+    def waiting(self, queue: str) -> int:
+        from pipeline.testing import queue_depth
+
+        return queue_depth(self.sqs(), self.queue_url(queue))[0]
+
     def purge(self, queue: str) -> None:
-        sqs = self.sqs()
-        url = sqs.get_queue_url(QueueName=self.env["PIPELINE_QUEUE_PREFIX"] + queue)["QueueUrl"]
-        depth = int(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
-            "ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"])
-        sqs.purge_queue(QueueUrl=url)
+        depth = self.waiting(queue)
+        self.sqs().purge_queue(QueueUrl=self.queue_url(queue))
         self.destroyed += depth
         self.events.append(f"purged {queue} ({depth} waiting messages)")

@@ -303,3 +303,39 @@ def hostile_bodies(count: int, seed: int = 0) -> list[str]:
                            raw_body=base64.b64encode(("[" * 5000).encode()).decode(), n=n),
     ]
     return [makers[n % len(makers)](n) for n in range(count)]
+
+
+def queue_depth(sqs: Any, url: str) -> tuple[int, int]:
+    """(waiting, in flight) messages of the queue at `url`."""
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
+        "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+    return (int(attrs["ApproximateNumberOfMessages"]),
+            int(attrs["ApproximateNumberOfMessagesNotVisible"]))
+
+
+def send_to_work_queues(sqs: Any, prefix: str, bodies: list[str], *, tag: str) -> dict[str, int]:
+    """Body i onto work queue i mod len(QUEUES) (a FIFO one with a group and a
+    deduplication id of its own), tagged `tag-i`; returns how many each queue got."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from config.topology import QUEUES
+
+    urls = {spec.name: sqs.get_queue_url(QueueName=prefix + spec.name)["QueueUrl"]
+            for spec in QUEUES}
+
+    def send(index: int) -> str:
+        spec = QUEUES[index % len(QUEUES)]
+        message: dict[str, Any] = {"QueueUrl": urls[spec.name], "MessageBody": bodies[index],
+                                   "MessageAttributes": {"hostile": {
+                                       "DataType": "String", "StringValue": f"{tag}-{index}"}}}
+        if spec.is_fifo:
+            message |= {"MessageGroupId": f"hostile-{index % 7}",
+                        "MessageDeduplicationId": f"{tag}-{index}"}
+        sqs.send_message(**message)
+        return spec.name
+
+    sent: dict[str, int] = dict.fromkeys(urls, 0)
+    with ThreadPoolExecutor(8) as pool:
+        for name in pool.map(send, range(len(bodies))):
+            sent[name] += 1
+    return sent

@@ -4,15 +4,19 @@ with the real lanes running; every body ends in its queue's DLQ with a reason.""
 from __future__ import annotations
 
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import pytest
 
 from config.topology import QUEUES
 from pipeline import dlq
 from pipeline.demo import wait_for_lanes
-from pipeline.testing import WORKER_LANES, hostile_bodies, wait_until
+from pipeline.testing import (
+    WORKER_LANES,
+    hostile_bodies,
+    queue_depth,
+    send_to_work_queues,
+    wait_until,
+)
 from tests.fixtures import Pipeline
 
 pytestmark = [pytest.mark.integration,
@@ -30,25 +34,7 @@ def test_a_thousand_hostile_bodies_kill_no_worker_and_each_is_dead_lettered_with
         dlq.purge(rt.settings, sqs, spec.name)
     alive = {r.line.name: r.process.pid for r in pipeline.lanes.running}
     bodies = hostile_bodies(BODIES, seed=7)
-    sent: dict[str, int] = {}
-
-    def send(index_body: tuple[int, str]) -> None:
-        index, body = index_body
-        spec = QUEUES[index % len(QUEUES)]
-        url = sqs.get_queue_url(QueueName=prefix + spec.name)["QueueUrl"]
-        message: dict[str, Any] = {"QueueUrl": url, "MessageBody": body,
-                                   "MessageAttributes": {"hostile": {
-                                       "DataType": "String", "StringValue": f"{tag}-{index}"}}}
-        if spec.is_fifo:
-            message |= {"MessageGroupId": f"hostile-{index % 7}",
-                        "MessageDeduplicationId": f"{tag}-{index}"}
-        sqs.send_message(**message)
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(send, enumerate(bodies)))
-    for index in range(BODIES):
-        spec = QUEUES[index % len(QUEUES)]
-        sent[spec.name] = sent.get(spec.name, 0) + 1
+    sent = send_to_work_queues(sqs, prefix, bodies, tag=tag)
     # A few on a worker's remote-control mailbox as well (no DLQ: it must just survive).
     mailboxes = [u for u in sqs.list_queues(QueueNamePrefix=prefix).get("QueueUrls", [])
                  if u.endswith("-celery-pidbox") and "-reply-" not in u]
@@ -56,7 +42,8 @@ def test_a_thousand_hostile_bodies_kill_no_worker_and_each_is_dead_lettered_with
         for body in bodies[:20]:
             sqs.send_message(QueueUrl=url, MessageBody=body[:200_000])
 
-    wait_until(lambda: all(queue_empty(pipeline, spec.name) for spec in QUEUES),
+    urls = [sqs.get_queue_url(QueueName=prefix + spec.name)["QueueUrl"] for spec in QUEUES]
+    wait_until(lambda: not any(any(queue_depth(sqs, url)) for url in urls),
                timeout=300, interval=2, message="every hostile body handled")
     letters = {spec.name: dlq.peek(rt.settings, sqs, spec.name, limit=1000) for spec in QUEUES}
     for spec in QUEUES:
@@ -71,12 +58,3 @@ def test_a_thousand_hostile_bodies_kill_no_worker_and_each_is_dead_lettered_with
     wait_for_lanes(timeout=60)  # every lane still consumes
     for spec in QUEUES:
         dlq.purge(rt.settings, sqs, spec.name)
-
-
-def queue_empty(pipeline: Pipeline, queue: str) -> bool:
-    rt = pipeline.rt
-    url = rt.sqs.get_queue_url(QueueName=rt.settings.queue_prefix + queue)["QueueUrl"]
-    attrs = rt.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
-        "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
-    return attrs["ApproximateNumberOfMessages"] == "0" and \
-        attrs["ApproximateNumberOfMessagesNotVisible"] == "0"
