@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from pipeline import tracing
 from pipeline.domain import Order, OrderStatus, parse_order
 from pipeline.errors import BrokerUnavailable
 from pipeline.runtime import get_runtime
@@ -27,18 +28,27 @@ def submit_order(order: Order | dict[str, Any]) -> str:
     parsed = order if isinstance(order, Order) else parse_order(order)
     rt = get_runtime()
     store = rt.store
-    store.create_order(parsed)
-    if store.status(parsed.order_id) is not OrderStatus.RECEIVED:
-        return parsed.order_id
-    try:
-        steps.advance(rt.step_context(), parsed.order_id)
-    except Exception as error:  # kombu wraps botocore/pycurl errors variously
-        endpoint = get_runtime().settings.sqs_endpoint_url or "AWS SQS"
-        raise BrokerUnavailable(
-            f"order {parsed.order_id} is stored but its workflow could not be published to "
-            f"{endpoint}: {type(error).__name__}: {error}. Submit it again once SQS answers."
-        ) from error
+    with tracing.submitted(parsed.order_id) as trace_context:
+        created = store.create_order(parsed, trace_context=trace_context)
+        if store.status(parsed.order_id) is not OrderStatus.RECEIVED:
+            return parsed.order_id
+        try:
+            if created:
+                steps.advance(rt.step_context(), parsed.order_id)
+            else:  # submitted again: its workflow continues the first submission's trace
+                with tracing.continued("order.resubmit", parsed.order_id,
+                                       lambda: store.order(parsed.order_id)["trace_context"]):
+                    steps.advance(rt.step_context(), parsed.order_id)
+        except Exception as error:  # kombu wraps botocore/pycurl errors variously
+            raise _unpublished(parsed.order_id, error) from error
     return parsed.order_id
+
+
+def _unpublished(order_id: str, error: Exception) -> BrokerUnavailable:
+    endpoint = get_runtime().settings.sqs_endpoint_url or "AWS SQS"
+    return BrokerUnavailable(
+        f"order {order_id} is stored but its workflow could not be published to "
+        f"{endpoint}: {type(error).__name__}: {error}. Submit it again once SQS answers.")
 
 
 def restock(sku: str, quantity: int, *, restock_id: str | None = None) -> str:
@@ -79,7 +89,9 @@ def cancel_order(order_id: str, *, reason: str = "cancelled on request") -> str:
     rt = get_runtime()
     outcome = cancel(rt.store, order_id, reason[:500])
     if outcome is Cancellation.CANCELLED:
-        steps.advance(rt.step_context(), order_id)
+        with tracing.continued("order.cancel", order_id,
+                               lambda: rt.store.order(order_id)["trace_context"]):
+            steps.advance(rt.step_context(), order_id)
     return outcome.value
 
 

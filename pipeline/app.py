@@ -8,7 +8,14 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import before_task_publish, worker_init, worker_process_init, worker_ready
+from celery.signals import (
+    beat_init,
+    before_task_publish,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+)
 
 from config.celery import celery_config
 from config.settings import load_settings
@@ -49,6 +56,29 @@ class _LazyConfig:
 
 
 app.config_from_object(_LazyConfig())
+
+
+@worker_init.connect
+def _start_tracing(sender: Any = None, **_: Any) -> None:
+    # Before the pool forks and before any engine exists (pipeline.tracing).
+    from pipeline import tracing
+
+    lane = str(getattr(sender, "hostname", "") or "worker").split("@", 1)[0]
+    tracing.start(f"worker-{lane}")
+
+
+@beat_init.connect
+def _start_tracing_in_beat(**_: Any) -> None:
+    from pipeline import tracing
+
+    tracing.start("beat")
+
+
+@worker_process_shutdown.connect
+def _flush_spans(**_: Any) -> None:
+    from pipeline import tracing
+
+    tracing.flush()
 
 
 @worker_init.connect

@@ -13,6 +13,7 @@ from rich.table import Table
 from pipeline.cli_common import _dump, _fail, console, err
 from pipeline.cli_dlq import dlq
 from pipeline.cli_monitor import MONITORING_COMMANDS
+from pipeline.cli_ops import doctor
 from pipeline.cli_stock import stock
 from pipeline.errors import PipelineError
 
@@ -32,6 +33,7 @@ def main() -> None:
 
 main.add_command(dlq)
 main.add_command(stock)
+main.add_command(doctor)
 for _command in MONITORING_COMMANDS:
     main.add_command(_command)
 
@@ -115,10 +117,19 @@ def _provision_alarms(rt: Any) -> None:
 
 
 @main.command()
-def topology() -> None:
+@click.option("--cloudformation", is_flag=True, help="Print the whole topology as a "
+              "CloudFormation template (JSON): queues, DLQs, topics, alarms, a dashboard "
+              "and the IAM managed policies (see README, Deploy to AWS).")
+def topology(cloudformation: bool) -> None:
     """Print the queue table (markdown), as declared in config/topology.py."""
     from config.topology import markdown_table
 
+    if cloudformation:
+        from config.settings import load_settings
+        from pipeline.ops.cloudformation import template
+
+        _dump(template(load_settings()))
+        return
     click.echo(markdown_table())
 
 

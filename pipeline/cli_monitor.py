@@ -163,15 +163,18 @@ def _seconds(value: float | None) -> str:
 @click.command()
 def relay() -> None:
     """Publish outbox events (order status, payments, inventory alerts, health) to SNS."""
+    from pipeline import tracing
     from pipeline.relay import Relay
     from pipeline.runtime import get_runtime
 
+    tracing.start("relay")
     worker = Relay(get_runtime())
     worker.topic_arn("order-status")  # fail at start, naming the fix, if unprovisioned
     signal.signal(signal.SIGTERM, lambda *_: worker.stopping.set())
     signal.signal(signal.SIGINT, lambda *_: worker.stopping.set())
     click.echo("relaying outbox events to SNS", err=True)
     worker.run()
+    tracing.flush()
     click.echo(f"stopped after publishing {worker.published} event(s)", err=True)
 
 

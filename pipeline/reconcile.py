@@ -28,11 +28,12 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 
 from sqlalchemy import func, select
 
 from config.topology import TASK_QUEUE, QueueSpec, Task, queue_by_name
-from pipeline import steps
+from pipeline import steps, tracing
 from pipeline.domain import TERMINAL, OrderStatus
 from pipeline.store import Store
 from pipeline.store import schema as t
@@ -122,7 +123,9 @@ def reconcile(ctx: steps.StepContext, limits: Mapping[OrderStatus, float], *,
                               started=now(), outcome="reconciled",
                               detail=f"no progress for {idle:.0f}s in {status}: re-driven")
         try:
-            steps.resume(ctx, order_id)
+            with tracing.continued("reconcile.redrive", order_id,
+                                   partial(_trace_context, store, order_id)):
+                steps.resume(ctx, order_id)
         except Exception as error:  # one order must not stop the sweep
             log.warning("could not re-drive order %s: %s: %s", order_id,
                         type(error).__name__, error)
@@ -130,3 +133,7 @@ def reconcile(ctx: steps.StepContext, limits: Mapping[OrderStatus, float], *,
         report.redriven.append(order_id)
         log.warning("reconciled order %s: %s for %.0fs, re-driven", order_id, status, idle)
     return report
+
+
+def _trace_context(store: Store, order_id: str) -> str | None:
+    return store.order(order_id)["trace_context"]  # type: ignore[no-any-return]

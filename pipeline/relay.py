@@ -21,11 +21,12 @@ import threading
 import time
 from collections import defaultdict
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from config.topology import TOPICS
+from pipeline import tracing
 from pipeline.errors import ProvisioningError
 from pipeline.runtime import Runtime
 from pipeline.store import outbox
@@ -37,6 +38,13 @@ BATCH = 10  # SNS PublishBatch's limit
 SNS_MAX_BYTES = 256 * 1024  # one message, and a whole PublishBatch request
 LEASE_S = 10.0
 KEEP_PUBLISHED = timedelta(days=1)
+TRACE_ATTRIBUTE_BYTES = 128  # room for the `traceparent` attribute (55 characters)
+
+
+class _Entry(NamedTuple):
+    id: int
+    entry: dict[str, Any]
+    event: outbox.OutboxEvent
 
 
 class Relay:
@@ -83,17 +91,17 @@ class Relay:
         self.published += len(done)
         return len(done)
 
-    def _batches(self, events: list[outbox.OutboxEvent]) -> list[list[tuple[int, dict[str, Any]]]]:
+    def _batches(self, events: list[outbox.OutboxEvent]) -> list[list[_Entry]]:
         """PublishBatch entries in batches of at most ten and SNS_MAX_BYTES together; an
         event that alone exceeds SNS's limit is parked (it would be refused forever)."""
-        batches: list[list[tuple[int, dict[str, Any]]]] = [[]]
+        batches: list[list[_Entry]] = [[]]
         size = 0
         for event in events:
             message = json.dumps(event["body"], default=str)
             attributes = _attributes(event["attributes"])
             entry: dict[str, Any] = {"Id": str(event["id"]), "Message": message,
                                      "MessageAttributes": attributes}
-            entry_size = len(message.encode()) + sum(
+            entry_size = TRACE_ATTRIBUTE_BYTES + len(message.encode()) + sum(
                 len(k) + len(v["StringValue"].encode()) for k, v in attributes.items())
             if entry_size > SNS_MAX_BYTES:
                 outbox.park(self.rt.store.engine, event["id"],
@@ -104,13 +112,20 @@ class Relay:
             if len(batches[-1]) == BATCH or size + entry_size > SNS_MAX_BYTES:
                 batches.append([])
                 size = 0
-            batches[-1].append((int(event["id"]), entry))
+            batches[-1].append(_Entry(int(event["id"]), entry, event))
             size += entry_size
         return [b for b in batches if b]
 
-    def _publish_batch(self, arn: str, batch: list[tuple[int, dict[str, Any]]]) -> list[int]:
-        reply = self.sns.publish_batch(TopicArn=arn,
-                                       PublishBatchRequestEntries=[e for _, e in batch])
+    def _publish_batch(self, arn: str, batch: list[_Entry]) -> list[int]:
+        # Each event continues the trace it was recorded in (pipeline.tracing).
+        with tracing.producer_spans([(e.event.get("traceparent"),
+                                      e.event["body"].get("orderId"),
+                                      f"publish {e.event['event_type']}")
+                                     for e in batch]) as carriers:
+            for e, carrier in zip(batch, carriers, strict=True):
+                e.entry["MessageAttributes"].update(_attributes(carrier))
+            reply = self.sns.publish_batch(TopicArn=arn,
+                                           PublishBatchRequestEntries=[e.entry for e in batch])
         for failure in reply.get("Failed", []):
             if failure.get("SenderFault"):  # refused for what it is: never retried forever
                 outbox.park(self.rt.store.engine, int(failure["Id"]),

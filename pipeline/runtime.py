@@ -136,6 +136,9 @@ def get_runtime() -> Runtime:
     global _runtime
     with _lock:
         if _runtime is None:
+            from pipeline import tracing
+
+            tracing.start()  # a no-op where the process's entry point started it
             _runtime = Runtime(load_settings())
         return _runtime
 

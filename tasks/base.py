@@ -33,7 +33,7 @@ from celery import Task
 from celery.exceptions import Reject
 
 from config.topology import Task as TaskName
-from pipeline import steps
+from pipeline import steps, tracing
 from pipeline.errors import InvalidTaskArguments
 from pipeline.keys import dead_letter_id
 from pipeline.retry import Defer, GiveUp, Retry, RetryPolicy
@@ -92,6 +92,13 @@ class OrderStep(Task):
 
     # --- running it -----------------------------------------------------------
     def execute(self, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> Any:
+        if not tracing.is_on() or not args:
+            return self._execute(args, kwargs)
+        task = TaskName(self.name)
+        with tracing.order_scope(steps.subject(task, args), steps.step_name(task, args)):
+            return self._execute(args, kwargs)
+
+    def _execute(self, args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> Any:
         rt = get_runtime()
         delivery = self.delivery()
         ctx = self.context(rt, delivery)

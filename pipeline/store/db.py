@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+import sqlalchemy
+from sqlalchemy import Connection, Engine, event
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 READ_ONLY = "pipeline_read_only"  # execution option set by reading()
@@ -23,11 +24,13 @@ def reading(engine: Engine) -> Connection:
 
 
 def create_db_engine(url: str) -> Engine:
+    # sqlalchemy.create_engine looked up at call time: tracing (pipeline.tracing) wraps it.
     if url.startswith("sqlite"):
         path = url.removeprefix("sqlite:///")
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        engine = sqlalchemy.create_engine(
+            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -50,7 +53,7 @@ def create_db_engine(url: str) -> Engine:
                 connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    return sqlalchemy.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
 
 
 def create_schema(engine: Engine) -> None:

@@ -15,12 +15,13 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
+from pipeline import tracing
 from pipeline.store import schema as t
-from pipeline.store.clock import now
+from pipeline.store.clock import aware, now
 from pipeline.store.db import reading
 
-__all__ = ["OutboxEvent", "mark_published", "park", "parked", "pending", "purge_published",
-           "record"]
+__all__ = ["OutboxEvent", "mark_published", "oldest_pending", "park", "parked", "pending",
+           "purge_published", "record"]
 
 MAX_REASONS = 20
 MAX_REASON_CHARS = 300
@@ -38,7 +39,8 @@ def record(conn: Connection, topic: str, event_type: str, body: dict[str, Any],
     conn.execute(insert(t.outbox).values(
         event_id=event_id, topic=topic, event_type=event_type,
         body={"eventId": event_id, "eventType": event_type, "at": stamp.isoformat(), **body},
-        attributes={"eventType": event_type, **attributes}, created_at=stamp))
+        attributes={"eventType": event_type, **attributes}, created_at=stamp,
+        traceparent=tracing.current_traceparent()))
 
 
 def record_now(engine: Engine, topic: str, event_type: str, body: dict[str, Any],
@@ -96,6 +98,15 @@ def pending(engine: Engine, limit: int = 100) -> list[OutboxEvent]:
                                                    t.outbox.c.parked_reason.is_(None))
                             .order_by(t.outbox.c.id).limit(limit)).mappings().all()
     return [OutboxEvent(row) for row in rows]
+
+
+def oldest_pending(engine: Engine) -> datetime | None:
+    """When the oldest event still waiting for the relay was recorded."""
+    with reading(engine) as conn:
+        stamp = conn.execute(select(func.min(t.outbox.c.created_at)).where(
+            t.outbox.c.published_at.is_(None), t.outbox.c.parked_reason.is_(None))
+        ).scalar_one_or_none()
+    return aware(stamp) if stamp is not None else None
 
 
 def park(engine: Engine, event_id: int, reason: str) -> None:

@@ -48,7 +48,7 @@ class Store(StockLedger):
         self.engine = engine
 
     # ---------------------------------------------------------------- orders
-    def create_order(self, order: Order) -> bool:
+    def create_order(self, order: Order, *, trace_context: str | None = None) -> bool:
         """Store a new order in RECEIVED. False if the same order already exists.
 
         The primary key decides between concurrent submitters (on SQLite and on
@@ -64,7 +64,7 @@ class Store(StockLedger):
                 "priority": order.priority, "status": OrderStatus.RECEIVED.value,
                 "reasons": [], "currency": order.currency, "total_amount": order.total_amount,
                 "document": document, "document_hash": digest,
-                "created_at": stamp, "updated_at": stamp,
+                "created_at": stamp, "updated_at": stamp, "trace_context": trace_context,
             })
             if not inserted:
                 existing = conn.execute(select(t.orders.c.document_hash).where(
@@ -219,6 +219,13 @@ class Store(StockLedger):
                 t.leases.c.name == name,
                 (t.leases.c.until < stamp) | (t.leases.c.holder == holder[:128]),
             ).values(holder=holder[:128], until=until)).rowcount == 1)
+
+    def lease_until(self, name: str) -> datetime | None:
+        """When `name`'s current lease runs out (None: never taken)."""
+        with reading(self.engine) as conn:
+            until = conn.execute(select(t.leases.c.until).where(
+                t.leases.c.name == name)).scalar_one_or_none()
+        return aware(until) if until is not None else None
 
     def record_consumers(self, host: str, lane: str, ages: dict[str, float]) -> None:
         """A worker's watchdog: seconds since its last receive, per queue."""

@@ -40,6 +40,8 @@ orders = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("terminal_at", DateTime(timezone=True)),
+    # The W3C traceparent of the order's root span (pipeline.tracing); NULL when off.
+    Column("trace_context", String(128)),
 )
 
 order_lines = Table(
@@ -218,6 +220,8 @@ outbox = Table(
     # An event SNS refuses for good (too large, say) is parked with the reason,
     # so it is never retried forever and the rest keep flowing.
     Column("parked_reason", Text),
+    # The context the event was recorded in, sent as its `traceparent` attribute.
+    Column("traceparent", String(128)),
     Index("ix_outbox_pending", "published_at", "id"),
 )
 

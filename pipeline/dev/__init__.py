@@ -1,0 +1,1 @@
+"""Tools for tests and benchmarks that ship with the package (not run in production)."""

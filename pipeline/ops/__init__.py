@@ -1,0 +1,1 @@
+"""Operating a deployment: the topology as a CloudFormation stack, and `pipeline doctor`."""
