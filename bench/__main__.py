@@ -22,7 +22,7 @@ from bench.workload import SNS_PRICE, SQS_PRICE, Load
 from config.settings import PROJECT_ROOT
 
 RESULTS = PROJECT_ROOT / "results"
-SYSTEMS = ("flower-off", "flower-on", "stock", "seed")
+SYSTEMS = ("flower-off", "flower-on", "tracing-on", "stock", "seed")
 
 
 def fifo_section(work_dir: Path, *, updates: int, quick: bool) -> tuple[list[str], list[Any]]:
@@ -100,12 +100,13 @@ def orders_section(work_dir: Path, loads: list[Load], systems: dict[str, list[Lo
 
 def pairs(rows: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     by = {(r["system"], r["load"]): r for r in rows}
-    names = {key: orders.CONFIGS[key].name for key in ("flower-off", "flower-on", "stock")}
+    names = {key: orders.CONFIGS[key].name
+             for key in ("flower-off", "flower-on", "tracing-on", "stock")}
     names["seed"] = "seed-style boto3 consumers"
     found = []
     for load in dict.fromkeys(r["load"] for r in rows):
         for a, b in (("flower-off", "stock"), ("flower-off", "seed"),
-                     ("flower-on", "flower-off")):
+                     ("flower-on", "flower-off"), ("tracing-on", "flower-off")):
             if (names[a], load) in by and (names[b], load) in by:
                 found.append((f"{names[a]} / {names[b]}", by[(names[a], load)],
                               by[(names[b], load)]))
@@ -116,6 +117,7 @@ def goal_lines(rows: list[dict[str, Any]]) -> list[str]:
     mine = [r for r in rows if r["system"] == orders.CONFIGS["flower-off"].name]
     on = {r["load"]: r for r in rows if r["system"] == orders.CONFIGS["flower-on"].name}
     seed = {r["load"]: r for r in rows if r["system"] == "seed-style boto3 consumers"}
+    traced = {r["load"]: r for r in rows if r["system"] == orders.CONFIGS["tracing-on"].name}
     best = max((r["ordersPerSecond"] for r in mine if not r["stalled"]), default=0.0)
     lines = ["| goal | reached here | figure |", "|---|---|---|",
              f"| >= 100 orders/s sustained, real work | {'yes' if best >= 100 else 'NO'} | "
@@ -132,6 +134,13 @@ def goal_lines(rows: list[dict[str, Any]]) -> list[str]:
         sqs = r["requestsPerOrder"]["sqs"]
         lines.append(f"| <= 15 SQS requests per order ({r['load']}) | "
                      f"{'yes' if sqs is not None and sqs <= 15 else 'NO'} | {sqs} |")
+        if r["load"] in traced:
+            t = traced[r["load"]]
+            loss = 1 - t["ordersPerSecond"] / max(r["ordersPerSecond"], 1e-9)
+            cpu = t["workerCpuMsPerOrder"] / max(r["workerCpuMsPerOrder"], 1e-9)
+            lines.append(f"| tracing on: cost ({r['load']}; no target) | - | throughput "
+                         f"-{loss:.0%}, worker CPU x{cpu:.2f}, "
+                         f"{t.get('spansExported', 0) / max(t['completed'], 1):.0f} spans/order |")
         if r["load"] in on:
             loss = 1 - on[r["load"]]["ordersPerSecond"] / max(r["ordersPerSecond"], 1e-9)
             cpu = on[r["load"]]["workerCpuMsPerOrder"] / max(r["workerCpuMsPerOrder"], 1e-9)
@@ -147,13 +156,13 @@ def goal_lines(rows: list[dict[str, Any]]) -> list[str]:
 def plan(quick: bool) -> tuple[list[Load], dict[str, list[Load]], int]:
     if quick:
         loads = [Load(25, 5), Load(None, count=100)]
-        return loads, {"flower-off": loads, "flower-on": loads, "stock": loads[:1],
-                       "seed": loads}, 300
+        return loads, {"flower-off": loads, "flower-on": loads, "tracing-on": loads,
+                       "stock": loads[:1], "seed": loads}, 300
     rates = [Load(r, 20) for r in (10, 25, 50, 100)]
     burst = Load(None, count=600)
     loads = [*rates, burst]
-    return loads, {"flower-off": loads, "flower-on": loads, "stock": rates[:2],
-                   "seed": loads}, 1000
+    return loads, {"flower-off": loads, "flower-on": loads,
+                   "tracing-on": [*rates[:2], burst], "stock": rates[:2], "seed": loads}, 1000
 
 
 def main() -> None:

@@ -1,5 +1,8 @@
-"""Orders scenarios: the pipeline as the Procfile runs it (Flower off and on), and
-stock Celery 5.7 defaults on the same workflow.
+"""Orders scenarios: the pipeline as the Procfile runs it (Flower off and on, tracing
+on), and stock Celery 5.7 defaults on the same workflow.
+
+"Tracing on": every process, the load's included, exports its spans over OTLP/HTTP
+to a receiver in the load's process (pipeline.dev.otlp), which decodes them.
 
 Each run: a fresh emulator, queue prefix and database (bench.harness), the
 Procfile's worker lanes and relay (and Flower, for "Flower on"), a probe
@@ -11,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.harness import in_subprocess, stack
 from bench.workload import Load, run_load, stock_up
+from pipeline.dev.otlp import receiving
 from pipeline.procfile import ProcLine, read_procfile
 from pipeline.testing import WORKER_LANES, free_port
 
@@ -27,12 +32,15 @@ class Config:
     events: bool  # workers send events and answer remote control
     flower: bool  # a Flower process receives them
     stock: bool  # stock Celery 5.7 defaults instead of the project's tuning
+    tracing: bool = False  # every process exports spans (pipeline.tracing) to a receiver
 
 
 CONFIGS = {
     "flower-off": Config("pipeline, Flower off", events=False, flower=False, stock=False),
     "flower-on": Config("pipeline, Flower on", events=True, flower=True, stock=False),
     "stock": Config("stock Celery 5.7 defaults", events=False, flower=False, stock=True),
+    "tracing-on": Config("pipeline, tracing on", events=False, flower=False, stock=False,
+                         tracing=True),
 }
 
 
@@ -50,7 +58,20 @@ def run(work_dir: Path, config: Config, load: Load) -> dict[str, Any]:
     tag = tag.replace(" ", "")
     env = {"PIPELINE_EVENTS": str(config.events).lower(),
            "PIPELINE_FLOWER_PORT": str(free_port())}
-    with stack(work_dir, tag + ("-on" if config.flower else ""), extra_env=env) as s:
+    with ExitStack() as scope:
+        if config.tracing:  # the load's process (the producer) traces too
+            receiver = scope.enter_context(receiving())
+            env |= receiver.env(OTEL_BSP_SCHEDULE_DELAY="1000")
+        result = _run(work_dir, config, load, tag, env)
+        if config.tracing:
+            result["spansExported"] = receiver.count()
+        return result
+
+
+def _run(work_dir: Path, config: Config, load: Load, tag: str,
+         env: dict[str, str]) -> dict[str, Any]:
+    suffix = "-on" if config.flower else "-traced" if config.tracing else ""
+    with stack(work_dir, tag + suffix, extra_env=env) as s:
         stock_up(s.rt.store, load.orders)
         lines = {line.name: line for line in read_procfile()}
         for name in (*WORKER_LANES, "relay"):

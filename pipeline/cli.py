@@ -81,10 +81,10 @@ def provision(check: bool, as_json: bool, alarms: bool) -> None:
 
     rt = get_runtime()
     if not check:  # say what is about to change before changing it
-        target = (f"the endpoint {rt.settings.sqs_endpoint_url}" if rt.settings.uses_emulator
-                  else "AWS account " + rt.aws_client("sts").get_caller_identity()["Account"]
-                  + f" ({rt.settings.aws_region})")
-        err.print(f"provisioning prefix {rt.settings.queue_prefix!r} on {target}")
+        from pipeline.sqs.provision import target
+
+        err.print(f"provisioning prefix {rt.settings.queue_prefix!r} on "
+                  f"{target(rt.settings, rt.aws_client('sts'))}")
     report = run(rt.settings, rt.aws_client("sqs"), rt.aws_client("sns"), check=check)
     if not check:
         create_schema(rt.store.engine)

@@ -121,7 +121,7 @@ def _latencies(store: Any, ids: set[str]) -> list[float]:
 
 def run_demo(count: int, *, exit_when_done: bool, timeout: float) -> int:
     from pipeline.api import submit_order
-    from pipeline.sqs.provision import provision, raise_on_conflicts
+    from pipeline.sqs.provision import provision, raise_on_conflicts, target
     from pipeline.store import create_schema
 
     settings = load_settings()
@@ -142,6 +142,8 @@ def run_demo(count: int, *, exit_when_done: bool, timeout: float) -> int:
                 time.sleep(0.2)
         else:
             lines.pop("sqs", None)
+        console.print(f"provisioning prefix {settings.queue_prefix!r} on "
+                      f"{target(settings, rt.aws_client('sts'))}")
         report = provision(settings, rt.aws_client("sqs"), rt.aws_client("sns"))
         raise_on_conflicts(report)
         create_schema(rt.store.engine)

@@ -152,6 +152,14 @@ def require_provisioned(settings: Settings) -> None:
         raise ProvisioningError(f"queues missing: {', '.join(missing)}; run `pipeline provision`")
 
 
+def target(settings: Settings, sts: Any) -> str:
+    """What provisioning is about to change, to say before changing it."""
+    if settings.sqs_endpoint_url:
+        return f"the endpoint {settings.sqs_endpoint_url}"
+    return (f"AWS account {sts.get_caller_identity()['Account']} "
+            f"({settings.aws_region})")
+
+
 def raise_on_conflicts(report: ProvisionReport) -> None:
     if report.conflicts:
         raise ProvisioningError("conflicting queues:\n  " + "\n  ".join(report.conflicts))

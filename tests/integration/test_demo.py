@@ -32,5 +32,7 @@ def test_the_demo_without_an_endpoint_uses_the_embedded_emulator(tmp_path: Path)
                            "--exit-when-done", "--timeout", "180"], cwd=ROOT, env=env,
                           text=True, capture_output=True, timeout=280)
     assert f"demo on the emulator at http://127.0.0.1:{port}" in done.stderr, done.stderr
+    assert (f"provisioning prefix 'demo-test-' on the endpoint http://127.0.0.1:{port}"
+            in done.stdout), done.stdout[-3000:]
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "audit: clean" in done.stdout

@@ -77,6 +77,9 @@ def test_check_reports_drift_and_exits_1_then_provision_repairs_it(
     assert f"{settings.queue_prefix}payments: VisibilityTimeout: '31' -> '600'" in checked.stdout
     repaired = cli("provision", env=env)
     assert repaired.returncode == 0, repaired.stderr
+    # what is about to change is named before it changes
+    assert (f"provisioning prefix '{settings.queue_prefix}' on the endpoint "
+            f"{settings.sqs_endpoint_url}") in " ".join(repaired.stderr.split())
     assert "updated" in repaired.stdout
     assert cli("provision", "--check", env=env).returncode == 0
 
