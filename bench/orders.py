@@ -33,6 +33,7 @@ class Config:
     flower: bool  # a Flower process receives them
     stock: bool  # stock Celery 5.7 defaults instead of the project's tuning
     tracing: bool = False  # every process exports spans (pipeline.tracing) to a receiver
+    trace_sql: bool = True  # ... SQL statements included
 
 
 CONFIGS = {
@@ -41,6 +42,8 @@ CONFIGS = {
     "stock": Config("stock Celery 5.7 defaults", events=False, flower=False, stock=True),
     "tracing-on": Config("pipeline, tracing on", events=False, flower=False, stock=False,
                          tracing=True),
+    "tracing-nosql": Config("pipeline, tracing on, no SQL spans", events=False, flower=False,
+                            stock=False, tracing=True, trace_sql=False),
 }
 
 
@@ -62,6 +65,8 @@ def run(work_dir: Path, config: Config, load: Load) -> dict[str, Any]:
         if config.tracing:  # the load's process (the producer) traces too
             receiver = scope.enter_context(receiving())
             env |= receiver.env(OTEL_BSP_SCHEDULE_DELAY="1000")
+            if not config.trace_sql:
+                env["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"] = "sqlalchemy"
         result = _run(work_dir, config, load, tag, env)
         if config.tracing:
             result["spansExported"] = receiver.count()
@@ -70,7 +75,8 @@ def run(work_dir: Path, config: Config, load: Load) -> dict[str, Any]:
 
 def _run(work_dir: Path, config: Config, load: Load, tag: str,
          env: dict[str, str]) -> dict[str, Any]:
-    suffix = "-on" if config.flower else "-traced" if config.tracing else ""
+    suffix = ("-on" if config.flower else "-traced" if config.trace_sql and config.tracing
+              else "-traced-nosql" if config.tracing else "")
     with stack(work_dir, tag + suffix, extra_env=env) as s:
         stock_up(s.rt.store, load.orders)
         lines = {line.name: line for line in read_procfile()}

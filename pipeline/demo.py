@@ -19,7 +19,6 @@ from pipeline.audit import audit
 from pipeline.domain import TERMINAL
 from pipeline.procfile import ProcessGroup, read_procfile
 from pipeline.runtime import get_runtime
-from pipeline.store.db import reading
 
 console = Console()
 
@@ -81,10 +80,9 @@ def _endpoint_answers() -> bool:
 
 def wait_for_lanes(timeout: float = 60.0) -> None:
     """Send a probe to every queue and wait until a worker consumed each."""
-    from sqlalchemy import select
-
     from pipeline.app import app
-    from pipeline.store import schema as t
+    from pipeline.keys import probe_key
+    from pipeline.store import operations
 
     store = get_runtime().store
     token = uuid.uuid4().hex[:8]
@@ -96,9 +94,7 @@ def wait_for_lanes(timeout: float = 60.0) -> None:
     pending = {spec.name for spec in QUEUES}
     deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline:
-        with reading(store.engine) as conn:  # each consumed probe leaves a key
-            keys = conn.execute(select(t.idempotency_keys.c.key).where(
-                t.idempotency_keys.c.key.like(f"probe:{token}:%"))).scalars().all()
+        keys = operations.claimed_like(store.engine, probe_key(token))  # one per consumed probe
         pending -= {key.split(":", 3)[2] for key in keys}
         time.sleep(0.2)
     if pending:

@@ -22,6 +22,7 @@ __all__ = [
     "claim_key",
     "dead_letter_id",
     "payment_key",
+    "probe_key",
     "shipment_key",
     "sqs_id",
     "stock_update_id",
@@ -76,3 +77,10 @@ def dead_letter_id(message_id: str) -> str:
 def claim_key(order_id: str, what: str) -> str:
     """A once-only decision about an order (the release fan-in, say)."""
     return f"{order_id}:{what}"
+
+
+def probe_key(token: str, queue: str = "", host: str = "") -> str:
+    """A lane probe's record (`probe:TOKEN:QUEUE:HOST`); with no queue, the prefix
+    that every record of `token` starts with."""
+    prefix = f"probe:{token[:64]}:"
+    return f"{prefix}{queue}:{host}" if queue else prefix

@@ -30,15 +30,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
 
-from sqlalchemy import func, select
-
 from config.topology import TASK_QUEUE, QueueSpec, Task, queue_by_name
 from pipeline import steps, tracing
 from pipeline.domain import TERMINAL, OrderStatus
-from pipeline.store import Store
-from pipeline.store import schema as t
+from pipeline.store import Store, operations
 from pipeline.store.clock import aware, now
-from pipeline.store.db import reading
 
 __all__ = ["ReconcileReport", "deadlines", "reconcile", "stale_orders"]
 
@@ -88,16 +84,9 @@ def stale_orders(store: Store, limits: Mapping[OrderStatus, float], *,
                  limit: int = 500) -> list[tuple[str, OrderStatus, float]]:
     """Non-terminal orders past their deadline: (id, status, seconds since progress)."""
     stamp = now()
-    earliest = stamp - timedelta(seconds=min(limits.values()))
-    last_step = (select(t.steps.c.order_id, func.max(t.steps.c.finished_at).label("at"))
-                 .group_by(t.steps.c.order_id).subquery())
-    with reading(store.engine) as conn:
-        rows = conn.execute(
-            select(t.orders.c.id, t.orders.c.status, t.orders.c.updated_at, last_step.c.at)
-            .outerjoin(last_step, last_step.c.order_id == t.orders.c.id)
-            .where(t.orders.c.status.not_in([s.value for s in TERMINAL]),
-                   t.orders.c.updated_at < earliest)
-            .order_by(t.orders.c.updated_at).limit(limit)).all()
+    rows = operations.idle_orders(
+        store.engine, not_in=[s.value for s in TERMINAL],
+        updated_before=stamp - timedelta(seconds=min(limits.values())), limit=limit)
     stale = []
     for order_id, status, updated, stepped in rows:
         last = max(aware(updated), aware(stepped)) if stepped is not None else aware(updated)

@@ -4,6 +4,7 @@ from typing import Any
 
 from config.topology import Task
 from pipeline.app import app
+from pipeline.keys import probe_key
 from pipeline.runtime import get_runtime
 from pipeline.services.inventory import claim
 from tasks.base import OrderStep, RetryPolicy
@@ -23,5 +24,5 @@ def notify_customer(self: NotificationStep, order_id: str) -> Any:
 def lane_probe(self: Any, token: str) -> str:
     """Health probe: records which worker consumed it from which queue."""
     routing_key = (self.request.delivery_info or {}).get("routing_key")
-    claim(get_runtime().store, f"probe:{str(token)[:64]}:{routing_key}:{self.request.hostname}")
+    claim(get_runtime().store, probe_key(str(token), str(routing_key), self.request.hostname))
     return token

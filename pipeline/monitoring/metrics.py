@@ -25,13 +25,9 @@ from datetime import UTC, datetime, timedelta
 from statistics import quantiles
 from typing import Any
 
-from sqlalchemy import select
-
 from config.topology import QUEUES
 from pipeline.runtime import Runtime
-from pipeline.store import outbox
-from pipeline.store import schema as t
-from pipeline.store.db import reading
+from pipeline.store import operations, outbox
 
 __all__ = ["QueueStats", "Snapshot", "StepStats", "snapshot"]
 
@@ -136,11 +132,7 @@ def _cloudwatch_oldest(rt: Runtime, names: list[str]) -> dict[str, float]:
 
 
 def _step_stats(rt: Runtime) -> list[StepStats]:
-    with reading(rt.store.engine) as conn:
-        rows = conn.execute(
-            select(t.steps.c.step, t.steps.c.outcome, t.steps.c.started_at,
-                   t.steps.c.finished_at)
-            .order_by(t.steps.c.id.desc()).limit(RECENT_STEPS)).all()
+    rows = operations.recent_steps(rt.store.engine, RECENT_STEPS)
     now = datetime.now(UTC)
     runs: dict[str, Counter[str]] = defaultdict(Counter)
     durations: dict[str, list[float]] = defaultdict(list)

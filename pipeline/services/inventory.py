@@ -11,16 +11,10 @@ changes stock nor holds up its product's group.
 
 from __future__ import annotations
 
-from sqlalchemy import insert, select
-from sqlalchemy.exc import IntegrityError
-
 from pipeline.domain import OrderStatus, StockOp, StockUpdate
 from pipeline.errors import InvalidTaskArguments, OrderNotFound
 from pipeline.keys import claim_key
-from pipeline.store import Store
-from pipeline.store import schema as t
-from pipeline.store.clock import now
-from pipeline.store.db import reading
+from pipeline.store import Store, operations
 
 __all__ = ["StockOp", "StockUpdate", "apply_update", "check_update", "claim", "expire_hold",
            "parse_op", "stale_holds"]
@@ -91,13 +85,7 @@ def apply_update(store: Store, update: StockUpdate, *, status: OrderStatus | Non
 
 def claim(store: Store, key: str) -> bool:
     """Take a one-time key; True for the one caller that got it."""
-    try:
-        with store.engine.begin() as conn:
-            conn.execute(insert(t.idempotency_keys).values(key=key, result={},
-                                                           created_at=now()))
-        return True
-    except IntegrityError:
-        return False
+    return operations.claim(store.engine, key)
 
 
 def claim_release_fan_in(store: Store, order_id: str) -> bool:
@@ -106,15 +94,8 @@ def claim_release_fan_in(store: Store, order_id: str) -> bool:
 
 def stale_holds(store: Store) -> list[str]:
     """Orders holding stock past its hold time while stuck before shipment."""
-    stamp = now()
-    with reading(store.engine) as conn:
-        rows = conn.execute(
-            select(t.reservations.c.order_id).distinct()
-            .join(t.orders, t.orders.c.id == t.reservations.c.order_id)
-            .where(t.reservations.c.state == "RESERVED", t.reservations.c.expires_at < stamp,
-                   t.orders.c.status.in_([OrderStatus.RESERVING.value,
-                                          OrderStatus.RESERVED.value]))).scalars().all()
-    return list(rows)
+    return operations.stale_holds(store.engine, [OrderStatus.RESERVING.value,
+                                                 OrderStatus.RESERVED.value])
 
 
 def expire_hold(store: Store, order_id: str) -> bool:

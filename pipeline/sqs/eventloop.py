@@ -14,11 +14,24 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["run_soon"]
+from kombu.asynchronous.hub import Hub
+
+__all__ = ["on_loop_thread", "run_soon"]
+
+# kombu 5.7's Hub records the thread running its loop in `_loop_thread`. Checked
+# here, at import, so that a kombu without it fails loudly instead of silently
+# falling back to call_soon and its one-second stall.
+if "_loop_thread" not in Hub.__init__.__code__.co_names:
+    raise ImportError("kombu's Hub no longer sets _loop_thread: re-check "
+                      "pipeline.sqs.eventloop before upgrading kombu")
+
+
+def on_loop_thread(hub: Any) -> bool:
+    return bool(threading.get_ident() == hub._loop_thread)
 
 
 def run_soon(hub: Any, callback: Callable[..., Any], *args: Any) -> None:
-    if threading.get_ident() == getattr(hub, "_loop_thread", None):  # kombu 5.7 attribute
+    if on_loop_thread(hub):
         hub.call_later(0, callback, *args)
     else:
         hub.call_soon(callback, *args)

@@ -46,6 +46,7 @@ __all__ = ["Channel", "Transport"]
 
 log = logging.getLogger("pipeline.sqs")
 ACK_RETRY_S = 15.0
+ACK_RETRY_PAUSE_S = 0.5
 # Deletes of acked messages wait this long to go out together. Nothing waits on
 # them: the prefetch slot is freed at once and the next step was published before
 # the ack; a crash in the window only means a redelivery, which steps absorb.
@@ -229,9 +230,12 @@ class Channel(BroadcastChannel):
             for start in range(0, len(receipts), 10):
                 self._delete_batch(url, queue, receipts[start:start + 10])
 
-    def _delete_batch(self, url: str, queue: str | None, receipts: list[str]) -> None:
+    def _delete_batch(self, url: str, queue: str | None, receipts: list[str],
+                      deadline: float | None = None) -> None:
+        """Delete acked messages; a connection failure is retried for ACK_RETRY_S, on
+        a timer when there is an event loop (it must keep receiving meanwhile)."""
         entries = [{"Id": str(n), "ReceiptHandle": r} for n, r in enumerate(receipts)]
-        deadline = time.monotonic() + ACK_RETRY_S
+        deadline = time.monotonic() + ACK_RETRY_S if deadline is None else deadline
         while True:
             try:
                 reply = self.sqs(queue=queue).delete_message_batch(QueueUrl=url, Entries=entries)
@@ -244,7 +248,12 @@ class Channel(BroadcastChannel):
                               "their visibility timeout and their steps absorb the repeat",
                               len(entries), error)
                     return
-                time.sleep(0.5)
+                hub = getattr(self, "hub", None)
+                if hub is not None:
+                    run_soon(hub, hub.call_later, ACK_RETRY_PAUSE_S, self._delete_batch,
+                             url, queue, receipts, deadline)
+                    return
+                time.sleep(ACK_RETRY_PAUSE_S)  # no event loop here (Flower, a CLI)
             except ClientError as error:
                 log.warning("SQS refused to delete %d acked message(s): %s", len(entries),
                             error)

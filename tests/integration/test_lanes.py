@@ -7,11 +7,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
 
 from config.topology import QUEUES
 from pipeline.app import app
-from pipeline.store import schema as t
+from pipeline.keys import probe_key
+from pipeline.store import operations
 from pipeline.testing import WORKER_LANES, wait_until
 from tests.fixtures import Pipeline
 
@@ -32,9 +32,7 @@ def test_a_probe_on_every_queue_is_consumed_by_its_lane(pipeline: Pipeline) -> N
         app.signature("tasks.notification.lane_probe", args=(token,)).apply_async(**options)
 
     def consumers() -> dict[str, str]:
-        with pipeline.rt.store.engine.connect() as conn:
-            keys = conn.execute(select(t.idempotency_keys.c.key).where(
-                t.idempotency_keys.c.key.like(f"probe:{token}:%"))).scalars().all()
+        keys = operations.claimed_like(pipeline.rt.store.engine, probe_key(token))
         found = {}
         for key in keys:
             _, _, queue, host = key.split(":", 3)

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -59,7 +60,8 @@ def observed(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory,
            "PIPELINE_QUEUE_PREFIX": f"o{uuid.uuid4().hex[:6]}-",
            "PIPELINE_DATABASE_URL": f"sqlite:///{tmp / 'pipeline.db'}",
            "PIPELINE_WAIT_TIME_SECONDS": "2", "PIPELINE_SIMULATION_SEED": "7",
-           "PIPELINE_INVENTORY_TRANSIENT_ERROR_RATE": "0",
+           # Some inventory attempts fail transiently: in-place retries happen.
+           "PIPELINE_INVENTORY_TRANSIENT_ERROR_RATE": "0.1",
            # An order whose first message was never sent is re-driven within ~20 s.
            "PIPELINE_RECONCILE_INTERVAL_S": "2", "PIPELINE_VISIBILITY_CAP_S": "5",
            "PIPELINE_RECONCILE_SLACK_S": "0"}
@@ -182,6 +184,26 @@ def test_a_compensated_order_keeps_its_trace_through_the_undo_steps(
     lines = [s for s in spans if s.name == run(Task.APPLY_LINE)]
     assert len(lines) >= 3  # two reservations, then the release of the one that was made
     TRACE_FILE.write_text(render_tree(spans) + "\n")
+
+
+def test_an_in_place_retry_is_another_run_under_the_same_producer_span(
+        observed: Observed) -> None:
+    # A retry changes the message's visibility and leaves it on the queue: the body,
+    # and the trace context in its headers, come back unchanged.
+    def retried() -> tuple[str, list[ExportedSpan]] | None:
+        order_id = submit(observed, sample_order("multi", 5))
+        assert finished(order_id)["status"] == "COMPLETED"
+        spans = trace_of(observed, order_id, ends_with=[Task.NOTIFY])
+        runs = Counter(s.parent_id for s in spans if s.name == run(Task.APPLY_LINE))
+        return (order_id, spans) if max(runs.values()) >= 2 else None
+
+    # each line's attempt fails with probability 0.1: orders until one retried
+    order_id, spans = wait_until(retried, timeout=200, interval=0,
+                                 message="an order with an in-place retry")
+    assert {s.trace_id for s in spans} == {spans[0].trace_id}
+    outcomes = [s["outcome"] for s in get_order(order_id)["timeline"]
+                if s["step"].startswith("reserve:")]
+    assert "retry" in outcomes
 
 
 def test_an_outbox_event_carries_the_orders_trace_to_sns_subscribers(

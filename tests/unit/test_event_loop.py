@@ -1,0 +1,91 @@
+"""Work scheduled on a worker's event loop: at once on the loop's own thread, and a
+failed delete retried on a timer there, never with a sleep that stops the loop."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from botocore.exceptions import EndpointConnectionError
+
+from pipeline.sqs import transport
+from pipeline.sqs.eventloop import run_soon
+from pipeline.sqs.transport import Channel
+
+
+class RecordingHub:
+    """What kombu's Hub offers the code under test: timers and a loop thread."""
+
+    def __init__(self, loop_thread: int | None) -> None:
+        self._loop_thread = loop_thread
+        self.later: list[tuple[float, Any, tuple[Any, ...]]] = []
+        self.soon: list[tuple[Any, tuple[Any, ...]]] = []
+
+    def call_later(self, delay: float, callback: Any, *args: Any) -> None:
+        self.later.append((delay, callback, args))
+
+    def call_soon(self, callback: Any, *args: Any) -> None:
+        self.soon.append((callback, args))
+
+
+def test_on_the_loop_thread_a_zero_timer_runs_it_before_the_next_poll() -> None:
+    hub = RecordingHub(threading.get_ident())
+    run_soon(hub, print, "x")
+    assert (hub.later, hub.soon) == ([(0, print, ("x",))], [])
+
+
+def test_from_another_thread_call_soon_wakes_the_loop() -> None:
+    hub = RecordingHub(loop_thread=-1)
+    run_soon(hub, print, "x")
+    assert (hub.later, hub.soon) == ([], [(print, ("x",))])
+
+
+class FlakySQS:
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.deleted: list[list[str]] = []
+
+    def delete_message_batch(self, QueueUrl: str, Entries: list[dict[str, str]]
+                             ) -> dict[str, Any]:
+        if self.failures:
+            self.failures -= 1
+            raise EndpointConnectionError(endpoint_url=QueueUrl)
+        self.deleted.append([e["ReceiptHandle"] for e in Entries])
+        return {"Successful": [{"Id": e["Id"]} for e in Entries]}
+
+
+class LoopChannel:
+    """The attributes of our Channel that _delete_batch reads."""
+
+    def __init__(self, sqs: FlakySQS, hub: RecordingHub | None) -> None:
+        self._sqs, self.hub = sqs, hub
+        self._delete_batch = Channel._delete_batch.__get__(self)
+
+    def sqs(self, queue: str | None = None) -> FlakySQS:
+        return self._sqs
+
+
+def test_a_failed_delete_on_the_event_loop_is_retried_on_a_timer_not_a_sleep(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(time, "sleep", lambda s: pytest.fail(f"slept {s}s on the loop"))
+    hub = RecordingHub(threading.get_ident())
+    sqs = FlakySQS(failures=1)
+    channel = LoopChannel(sqs, hub)
+    channel._delete_batch("http://q/orders", "orders", ["r1", "r2"])
+    assert sqs.deleted == []
+    # scheduled through run_soon: a zero timer that arms the retry's own timer
+    ((zero, arm, (pause, retry, *args)),) = hub.later
+    assert (zero, arm, pause) == (0, hub.call_later, transport.ACK_RETRY_PAUSE_S)
+    retry(*args)
+    assert sqs.deleted == [["r1", "r2"]]
+
+
+def test_without_an_event_loop_the_delete_waits_and_retries_in_place(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    pauses: list[float] = []
+    monkeypatch.setattr(time, "sleep", pauses.append)
+    sqs = FlakySQS(failures=2)
+    LoopChannel(sqs, hub=None)._delete_batch("http://q/orders", "orders", ["r1"])
+    assert (sqs.deleted, pauses) == ([["r1"]], [transport.ACK_RETRY_PAUSE_S] * 2)
