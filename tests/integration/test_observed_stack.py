@@ -3,7 +3,8 @@ exports OpenTelemetry spans to a real OTLP/HTTP receiver (pipeline.dev.otlp), an
 `pipeline doctor` checks the deployment, healthy and then broken.
 
 Its own prefix, SQLite database and lanes; the producer is the CLI (a process of
-its own, like a user's), so this test process never turns tracing on.
+its own, like a user's), so this test process never turns tracing on, and never
+uses its Celery app (which keeps the rest of the suite's queue prefix).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pytest
 from config.settings import PROJECT_ROOT
 from config.topology import Task
 from pipeline import get_order
-from pipeline.demo import CATALOG, sample_order, wait_for_lanes
+from pipeline.demo import CATALOG, sample_order
 from pipeline.dev.otlp import ExportedSpan, SpanReceiver, receiving, render_tree
 from pipeline.domain import parse_order
 from pipeline.procfile import ProcessGroup
@@ -75,10 +76,20 @@ def observed(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory,
             stock_catalog(rt.store, times=10)
             traced = {**env, **receiver.env(OTEL_SERVICE_NAME="order-pipeline")}
             with worker_lanes(traced, ARTIFACTS / "logs-observed") as lanes:
-                wait_for_lanes(timeout=120)
+                _wait_for_lanes(env)
                 yield Observed(receiver, env, traced, lanes)
         finally:
             restore_environment(saved)
+
+
+def _wait_for_lanes(env: dict[str, str]) -> None:
+    # In a process of its own: this process's Celery app keeps the broker settings
+    # (the queue prefix) it first read, which are the rest of the suite's.
+    done = subprocess.run(
+        [sys.executable, "-c", "from pipeline.demo import wait_for_lanes; wait_for_lanes(120)"],
+        cwd=PROJECT_ROOT, env={**os.environ, **env}, capture_output=True, text=True,
+        timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 def submit(observed: Observed, document: dict[str, Any]) -> str:
