@@ -58,6 +58,14 @@ class QueueSpec:
     # message this old, for five minutes; any dead letter at all.
     alarm_depth: int = 1000
     alarm_oldest_s: int = 300
+    # Attempts a step on this queue runs before it gives up (None: one below
+    # max_receive_count, so it dead-letters with its reasons before SQS's redrive
+    # would move the message without any).
+    step_attempts: int | None = None
+
+    @property
+    def attempts(self) -> int:
+        return self.step_attempts or max(self.max_receive_count - 1, 1)
 
     @property
     def is_fifo(self) -> bool:
@@ -85,7 +93,11 @@ QUEUES: tuple[QueueSpec, ...] = (
         purpose="authorize, void, refund (normal orders)",
     ),
     QueueSpec(
-        "inventory.fifo", QueueKind.FIFO, visibility_timeout=60, max_receive_count=5,
+        # 10 receives, of which the step runs at most 4: a message handed back unrun
+        # behind a failed one of its group (tasks.fifo) is received again, and SQS
+        # counts that receive too.
+        "inventory.fifo", QueueKind.FIFO, visibility_timeout=60, max_receive_count=10,
+        step_attempts=4,
         purpose="per-line reserve/release; MessageGroupId = product id",
     ),
     QueueSpec(

@@ -21,6 +21,7 @@ __all__ = [
     "MAX_SQS_ID",
     "claim_key",
     "dead_letter_id",
+    "handback_key",
     "payment_key",
     "probe_key",
     "shipment_key",
@@ -84,3 +85,10 @@ def probe_key(token: str, queue: str = "", host: str = "") -> str:
     that every record of `token` starts with."""
     prefix = f"probe:{token[:64]}:"
     return f"{prefix}{queue}:{host}" if queue else prefix
+
+
+def handback_key(message_id: str, receive: int | None = None) -> str:
+    """A FIFO message handed back to SQS unrun, on its `receive`-th receive (behind a
+    failed message of its group); with no receive, the prefix of all of them."""
+    prefix = f"handback:{message_id[:128]}:"
+    return prefix if receive is None else f"{prefix}{receive}"

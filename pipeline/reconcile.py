@@ -68,7 +68,9 @@ def deadlines(slack_s: float, attention_retry_s: float,
     found = {}
     for status, tasks in NEXT_STEPS.items():
         specs = [queue_by_name(TASK_QUEUE[task]) for task in tasks]
-        found[status] = max(visibility(q) * q.max_receive_count for q in specs) + slack_s
+        # Each attempt's message may be out of sight for a visibility timeout, and the
+        # receive after the last attempt's; a hand-back (tasks.fifo) hides nothing.
+        found[status] = max(visibility(q) * (q.attempts + 1) for q in specs) + slack_s
     found[S.NEEDS_ATTENTION] = attention_retry_s
     return found
 

@@ -203,7 +203,7 @@ class InMemoryBroker:
             spec = queue_by_name("inventory.fifo" if fifo else "orders")
             decision = steps.handle_failure(
                 ctx, message.task, message.args, error, policy=RetryPolicy(),
-                max_attempts=min(max_receives, spec.max_receive_count) - 1 or 1,
+                max_attempts=min(max_receives - 1 or 1, spec.attempts),
                 can_defer=not fifo)
             if isinstance(decision, Retry):
                 return "retry"

@@ -17,10 +17,19 @@ from __future__ import annotations
 from concurrent.futures import Future
 from typing import Any
 
+import celery
 from celery.concurrency import thread
 from kombu.asynchronous import get_event_loop
 
 __all__ = ["ThreadPool"]
+
+# What this overrides (on_apply, and Celery's semaphore in front of a pool that
+# says uses_semaphore) was read from celery 5.7: a different release fails here.
+CELERY_SERIES = "5.7."
+if not celery.__version__.startswith(CELERY_SERIES) or not callable(
+        getattr(thread.TaskPool, "on_apply", None)):
+    raise ImportError(f"pipeline.worker_pool was written for celery {CELERY_SERIES}x "
+                      f"(TaskPool.on_apply), found {celery.__version__}")
 
 
 class ThreadPool(thread.TaskPool):

@@ -83,7 +83,7 @@ class OrderStep(Task):
         if self.retry.max_attempts is not None:
             return self.retry.max_attempts
         spec = delivery.spec
-        return max(spec.max_receive_count - 1, 1) if spec else 1
+        return spec.attempts if spec else 1
 
     def context(self, rt: Runtime, delivery: Delivery) -> steps.StepContext:
         return rt.step_context(attempt=delivery.attempt, worker=self.request.hostname or "",

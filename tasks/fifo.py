@@ -12,17 +12,29 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
+import celery
 from celery.worker import state as worker_state
 from celery.worker.strategy import default as default_strategy
 
 from config.topology import queue_by_name
 from pipeline.group_gate import GroupGate
+from pipeline.keys import handback_key
 from pipeline.quarantine import queue_name_of
 from pipeline.runtime import get_runtime
+from pipeline.sqs.delivery import Delivery
 from pipeline.sqs.eventloop import run_soon
+from pipeline.store.operations import claim, claimed_like
 from tasks.base import OrderStep
+
+# The stock strategy is wrapped, not copied: its signature and the request's
+# acknowledge/reject callbacks are celery 5.7's. A different release fails here.
+CELERY_SERIES = "5.7."
+if not celery.__version__.startswith(CELERY_SERIES):
+    raise ImportError(f"tasks.fifo was written for celery {CELERY_SERIES}x (the task "
+                      f"Strategy), found {celery.__version__}")
 
 log = logging.getLogger("pipeline.fifo")
 _GATE_ATTRIBUTE = "_pipeline_fifo_gate"
@@ -30,10 +42,36 @@ _HOLDS_ATTRIBUTE = "_pipeline_fifo_holds"
 
 
 class FifoStep(OrderStep):
-    """A step consumed from a FIFO queue: one running message per group per worker."""
+    """A step consumed from a FIFO queue: one running message per group per worker.
+
+    A message handed back unrun behind a failed one of its group was received all
+    the same: SQS counts it. Those receives are noted in the store (by whichever
+    worker handed it back) and are not attempts; the redrive policy of
+    inventory.fifo leaves room for them (its step_attempts, config/topology.py)."""
 
     abstract = True
     Strategy = "tasks.fifo:group_serial"
+
+    def delivery(self) -> Delivery:
+        delivery = super().delivery()
+        if delivery.receives > 1 and delivery.message_id:
+            returned = len(claimed_like(get_runtime().store.engine,
+                                        handback_key(delivery.message_id)))
+            if returned:
+                return replace(delivery, returned=returned)
+        return delivery
+
+
+def _note_handback(request: Any) -> None:
+    message = (request.message.delivery_info or {}).get("sqs_message") or {}
+    message_id = message.get("MessageId")
+    try:
+        receive = int((message.get("Attributes") or {}).get("ApproximateReceiveCount") or 1)
+        if message_id:
+            claim(get_runtime().store.engine, handback_key(str(message_id), receive))
+    except Exception as error:  # a lost note only counts the receive as an attempt
+        log.warning("could not note a handed-back message (%s: %s)", type(error).__name__,
+                    error)
 
 
 def fifo_position(message: Any) -> tuple[str, int] | None:
@@ -107,6 +145,7 @@ def group_serial(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Callable[
             following, handed_back = gate.finish(group, message.delivery_tag, ok=ok)
             for request in handed_back:
                 # Not run: back to SQS, behind the failed one of its group.
+                _note_handback(request)
                 unhold(request)
                 request.reject(requeue=True)
                 worker_state.task_ready(request)

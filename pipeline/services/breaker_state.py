@@ -15,11 +15,11 @@ store applies them with compare-and-set so two workers never both probe.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 
 __all__ = ["Admission", "BreakerConfig", "BreakerRow", "BreakerState", "after_call",
-           "before_call", "opened_until"]
+           "before_call"]
 
 
 class BreakerState(StrEnum):
@@ -66,8 +66,3 @@ def after_call(row: BreakerRow, ok: bool, now: datetime, config: BreakerConfig) 
         return BreakerRow(BreakerState.OPEN, failures, now)
     return replace(row, failures=failures)
 
-
-def opened_until(row: BreakerRow, config: BreakerConfig) -> datetime | None:
-    if row.state is BreakerState.CLOSED or row.changed_at is None:
-        return None
-    return row.changed_at + timedelta(seconds=config.open_s)

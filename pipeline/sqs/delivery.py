@@ -24,6 +24,9 @@ class Delivery:
     message_id: str | None = None
     body: str | None = None
     attributes: dict[str, str] = field(default_factory=dict)
+    # Receives that never ran the step: a FIFO message handed back behind a failed
+    # one of its group (tasks.fifo). They are not attempts.
+    returned: int = 0
 
     @classmethod
     def of(cls, request: Any, prefix: str) -> Delivery:
@@ -47,11 +50,16 @@ class Delivery:
             return None
 
     @property
-    def attempt(self) -> int:
+    def receives(self) -> int:
         try:
             return max(1, int(self.attributes.get("ApproximateReceiveCount") or 1))
         except ValueError:
             return 1
+
+    @property
+    def attempt(self) -> int:
+        """This run's attempt number: the receives that ran the step, this one included."""
+        return max(1, self.receives - self.returned)
 
     @property
     def sequence(self) -> str | None:

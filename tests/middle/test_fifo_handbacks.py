@@ -1,0 +1,89 @@
+"""A FIFO message handed back unrun behind a failed one of its group is received
+again, and SQS counts that receive. Seen on a busy machine: a message handed back
+three times gave up on its first real fault ("gave up after 4 attempts" with one
+attempt on its timeline), so its order FAILED and its stock update stayed in flight.
+Hand-backs are noted in the store and are not attempts."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from config.topology import queue_by_name
+from pipeline.errors import StoreUnavailable
+from pipeline.retry import GiveUp, Retry, decide
+from pipeline.runtime import get_runtime
+from pipeline.sqs.delivery import Delivery
+from pipeline.store import create_schema
+from tasks.fifo import FifoStep, _note_handback
+from tasks.inventory import apply_line
+
+PREFIX = "hb-"
+
+
+@pytest.fixture
+def store_env(clean_settings: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    clean_settings.setenv("PIPELINE_DATABASE_URL", f"sqlite:///{tmp_path / 'db.sqlite'}")
+    clean_settings.setenv("PIPELINE_QUEUE_PREFIX", PREFIX)
+    create_schema(get_runtime().store.engine)
+    yield
+
+
+def sqs_message(message_id: str, receives: int) -> dict[str, Any]:
+    return {"MessageId": message_id, "ReceiptHandle": f"r-{receives}", "Body": "{}",
+            "Attributes": {"ApproximateReceiveCount": str(receives),
+                           "MessageGroupId": "SKU-1", "SequenceNumber": "7"}}
+
+
+def handed_back(message_id: str, receives: int) -> None:
+    request = SimpleNamespace(message=SimpleNamespace(
+        delivery_info={"sqs_message": sqs_message(message_id, receives)}))
+    _note_handback(request)
+
+
+def delivery_of(message_id: str, receives: int) -> Delivery:
+    apply_line.push_request(
+        properties={"delivery_info": {"sqs_message": sqs_message(message_id, receives),
+                                      "sqs_queue": f"http://sqs/000/{PREFIX}inventory.fifo"}},
+        delivery_info={"routing_key": "inventory.fifo"})
+    try:
+        return apply_line.delivery()  # type: ignore[no-any-return]
+    finally:
+        apply_line.pop_request()
+
+
+@pytest.mark.usefixtures("store_env")
+def test_receives_that_were_handed_back_are_not_attempts() -> None:
+    for receive in (1, 2, 3):
+        handed_back("m-1", receive)
+    handed_back("m-1", 3)  # the same hand-back noted twice counts once
+    fourth = delivery_of("m-1", 4)
+    assert (fourth.receives, fourth.returned, fourth.attempt) == (4, 3, 1)
+    # ... so its first real fault is retried, as any first attempt's is
+    assert isinstance(decide(StoreUnavailable("x"), attempt=fourth.attempt,
+                             max_attempts=apply_line.max_attempts(fourth),
+                             policy=FifoStep.retry, rng=random.Random(1),
+                             can_defer=False), Retry)
+
+
+@pytest.mark.usefixtures("store_env")
+def test_a_message_never_handed_back_counts_every_receive() -> None:
+    handed_back("m-other", 1)
+    delivery = delivery_of("m-2", 4)
+    assert (delivery.returned, delivery.attempt) == (0, 4)
+    assert isinstance(decide(StoreUnavailable("x"), attempt=delivery.attempt,
+                             max_attempts=apply_line.max_attempts(delivery),
+                             policy=FifoStep.retry, rng=random.Random(1),
+                             can_defer=False), GiveUp)
+
+
+@pytest.mark.usefixtures("store_env")
+def test_the_redrive_policy_leaves_room_for_hand_backs() -> None:
+    spec = queue_by_name("inventory.fifo")
+    assert apply_line.max_attempts(delivery_of("m-3", 1)) == spec.attempts == 4
+    assert spec.max_receive_count >= 2 * spec.attempts
