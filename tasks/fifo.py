@@ -53,13 +53,16 @@ class FifoStep(OrderStep):
     Strategy = "tasks.fifo:group_serial"
 
     def delivery(self) -> Delivery:
-        delivery = super().delivery()
-        if delivery.receives > 1 and delivery.message_id:
-            returned = len(claimed_like(get_runtime().store.engine,
-                                        handback_key(delivery.message_id)))
-            if returned:
-                return replace(delivery, returned=returned)
-        return delivery
+        return without_handbacks(super().delivery(), get_runtime().store.engine)
+
+
+def without_handbacks(delivery: Delivery, engine: Any) -> Delivery:
+    """The delivery with the receives that were handed back unrun set aside."""
+    if delivery.receives > 1 and delivery.message_id:
+        returned = len(claimed_like(engine, handback_key(delivery.message_id)))
+        if returned:
+            return replace(delivery, returned=returned)
+    return delivery
 
 
 def _note_handback(request: Any) -> None:

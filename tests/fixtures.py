@@ -95,6 +95,7 @@ def pipeline(request: pytest.FixtureRequest, base_env: dict[str, str],
             url = f"sqlite:///{tmp / 'pipeline.db'}"
         env = {**base_env, "PIPELINE_DATABASE_URL": url}
         _apply_env(env)
+        _require_the_apps_broker_is(env)
         rt = get_runtime()
         provision(rt.settings, rt.aws_client("sqs"), rt.aws_client("sns"))
         create_schema(rt.store.engine)
@@ -106,6 +107,24 @@ def pipeline(request: pytest.FixtureRequest, base_env: dict[str, str],
 
         wait_for_lanes(timeout=120)
         yield Pipeline(backend, env, log_dir, lanes)
+
+
+def _require_the_apps_broker_is(env: dict[str, str]) -> None:
+    """This process's Celery app reads its broker settings once, when first used. A
+    test that used it before this tier set the emulator's endpoint would leave every
+    publish here going to the wrong place; say so instead of 77 setup errors."""
+    from pipeline.app import app
+
+    if not app.configured:
+        return
+    options = app.conf.broker_transport_options or {}
+    prefix = options.get("queue_name_prefix")
+    if prefix != env["PIPELINE_QUEUE_PREFIX"] or env["PIPELINE_SQS_ENDPOINT_URL"].split(
+            "//", 1)[-1] not in str(app.conf.broker_url):
+        raise AssertionError(
+            f"this process's Celery app was configured before the integration tier set "
+            f"its environment (prefix {prefix!r}, broker {app.conf.broker_url!r}): a "
+            "test that runs earlier used the app (a task, a signature, app.conf)")
 
 
 def _purge_all(rt: Runtime) -> None:

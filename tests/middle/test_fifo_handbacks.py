@@ -20,8 +20,7 @@ from pipeline.retry import GiveUp, Retry, decide
 from pipeline.runtime import get_runtime
 from pipeline.sqs.delivery import Delivery
 from pipeline.store import create_schema
-from tasks.fifo import FifoStep, _note_handback
-from tasks.inventory import apply_line
+from tasks.fifo import FifoStep, _note_handback, without_handbacks
 
 PREFIX = "hb-"
 
@@ -47,14 +46,17 @@ def handed_back(message_id: str, receives: int) -> None:
 
 
 def delivery_of(message_id: str, receives: int) -> Delivery:
-    apply_line.push_request(
+    # As FifoStep.delivery builds it, without the Celery app: reading its config
+    # here would fix this process's broker before the integration tier sets it.
+    request = SimpleNamespace(
         properties={"delivery_info": {"sqs_message": sqs_message(message_id, receives),
                                       "sqs_queue": f"http://sqs/000/{PREFIX}inventory.fifo"}},
         delivery_info={"routing_key": "inventory.fifo"})
-    try:
-        return apply_line.delivery()  # type: ignore[no-any-return]
-    finally:
-        apply_line.pop_request()
+    return without_handbacks(Delivery.of(request, PREFIX), get_runtime().store.engine)
+
+
+def max_attempts(delivery: Delivery) -> int:
+    return FifoStep.max_attempts(FifoStep, delivery)  # type: ignore[arg-type]
 
 
 @pytest.mark.usefixtures("store_env")
@@ -66,7 +68,7 @@ def test_receives_that_were_handed_back_are_not_attempts() -> None:
     assert (fourth.receives, fourth.returned, fourth.attempt) == (4, 3, 1)
     # ... so its first real fault is retried, as any first attempt's is
     assert isinstance(decide(StoreUnavailable("x"), attempt=fourth.attempt,
-                             max_attempts=apply_line.max_attempts(fourth),
+                             max_attempts=max_attempts(fourth),
                              policy=FifoStep.retry, rng=random.Random(1),
                              can_defer=False), Retry)
 
@@ -77,7 +79,7 @@ def test_a_message_never_handed_back_counts_every_receive() -> None:
     delivery = delivery_of("m-2", 4)
     assert (delivery.returned, delivery.attempt) == (0, 4)
     assert isinstance(decide(StoreUnavailable("x"), attempt=delivery.attempt,
-                             max_attempts=apply_line.max_attempts(delivery),
+                             max_attempts=max_attempts(delivery),
                              policy=FifoStep.retry, rng=random.Random(1),
                              can_defer=False), GiveUp)
 
@@ -85,5 +87,5 @@ def test_a_message_never_handed_back_counts_every_receive() -> None:
 @pytest.mark.usefixtures("store_env")
 def test_the_redrive_policy_leaves_room_for_hand_backs() -> None:
     spec = queue_by_name("inventory.fifo")
-    assert apply_line.max_attempts(delivery_of("m-3", 1)) == spec.attempts == 4
+    assert max_attempts(delivery_of("m-3", 1)) == spec.attempts == 4
     assert spec.max_receive_count >= 2 * spec.attempts
