@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 from pipeline import tracing
@@ -37,7 +38,7 @@ def submit_order(order: Order | dict[str, Any]) -> str:
                 steps.advance(rt.step_context(), parsed.order_id)
             else:  # submitted again: its workflow continues the first submission's trace
                 with tracing.continued("order.resubmit", parsed.order_id,
-                                       lambda: store.order(parsed.order_id)["trace_context"]):
+                                       partial(store.trace_context, parsed.order_id)):
                     steps.advance(rt.step_context(), parsed.order_id)
         except Exception as error:  # kombu wraps botocore/pycurl errors variously
             raise _unpublished(parsed.order_id, error) from error
@@ -90,7 +91,7 @@ def cancel_order(order_id: str, *, reason: str = "cancelled on request") -> str:
     outcome = cancel(rt.store, order_id, reason[:500])
     if outcome is Cancellation.CANCELLED:
         with tracing.continued("order.cancel", order_id,
-                               lambda: rt.store.order(order_id)["trace_context"]):
+                               partial(rt.store.trace_context, order_id)):
             steps.advance(rt.step_context(), order_id)
     return outcome.value
 

@@ -115,7 +115,7 @@ def reconcile(ctx: steps.StepContext, limits: Mapping[OrderStatus, float], *,
                               detail=f"no progress for {idle:.0f}s in {status}: re-driven")
         try:
             with tracing.continued("reconcile.redrive", order_id,
-                                   partial(_trace_context, store, order_id)):
+                                   partial(store.trace_context, order_id)):
                 steps.resume(ctx, order_id)
         except Exception as error:  # one order must not stop the sweep
             log.warning("could not re-drive order %s: %s: %s", order_id,
@@ -124,7 +124,3 @@ def reconcile(ctx: steps.StepContext, limits: Mapping[OrderStatus, float], *,
         report.redriven.append(order_id)
         log.warning("reconciled order %s: %s for %.0fs, re-driven", order_id, status, idle)
     return report
-
-
-def _trace_context(store: Store, order_id: str) -> str | None:
-    return store.order(order_id)["trace_context"]  # type: ignore[no-any-return]

@@ -220,6 +220,13 @@ class Store(StockLedger):
                 (t.leases.c.until < stamp) | (t.leases.c.holder == holder[:128]),
             ).values(holder=holder[:128], until=until)).rowcount == 1)
 
+    def trace_context(self, order_id: str) -> str | None:
+        """The traceparent of the order's root span (pipeline.tracing); None when off."""
+        with reading(self.engine) as conn:
+            value = conn.execute(select(t.orders.c.trace_context).where(
+                t.orders.c.id == order_id)).scalar_one_or_none()
+        return str(value) if value is not None else None
+
     def lease_until(self, name: str) -> datetime | None:
         """When `name`'s current lease runs out (None: never taken)."""
         with reading(self.engine) as conn:

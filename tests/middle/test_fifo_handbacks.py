@@ -59,6 +59,13 @@ def max_attempts(delivery: Delivery) -> int:
     return FifoStep.max_attempts(FifoStep, delivery)  # type: ignore[arg-type]
 
 
+def on_a_fault(delivery: Delivery) -> object:
+    """What the step decides when this delivery's attempt fails transiently."""
+    return decide(StoreUnavailable("x"), attempt=delivery.attempt,
+                  max_attempts=max_attempts(delivery), policy=FifoStep.retry,
+                  rng=random.Random(1), can_defer=False)
+
+
 @pytest.mark.usefixtures("store_env")
 def test_receives_that_were_handed_back_are_not_attempts() -> None:
     for receive in (1, 2, 3):
@@ -67,10 +74,7 @@ def test_receives_that_were_handed_back_are_not_attempts() -> None:
     fourth = delivery_of("m-1", 4)
     assert (fourth.receives, fourth.returned, fourth.attempt) == (4, 3, 1)
     # ... so its first real fault is retried, as any first attempt's is
-    assert isinstance(decide(StoreUnavailable("x"), attempt=fourth.attempt,
-                             max_attempts=max_attempts(fourth),
-                             policy=FifoStep.retry, rng=random.Random(1),
-                             can_defer=False), Retry)
+    assert isinstance(on_a_fault(fourth), Retry)
 
 
 @pytest.mark.usefixtures("store_env")
@@ -78,10 +82,7 @@ def test_a_message_never_handed_back_counts_every_receive() -> None:
     handed_back("m-other", 1)
     delivery = delivery_of("m-2", 4)
     assert (delivery.returned, delivery.attempt) == (0, 4)
-    assert isinstance(decide(StoreUnavailable("x"), attempt=delivery.attempt,
-                             max_attempts=max_attempts(delivery),
-                             policy=FifoStep.retry, rng=random.Random(1),
-                             can_defer=False), GiveUp)
+    assert isinstance(on_a_fault(delivery), GiveUp)
 
 
 @pytest.mark.usefixtures("store_env")
