@@ -44,7 +44,7 @@ def _reserve(rt: Runtime, order_id: str) -> StepResult:
     state = rt.store.order_state(order_id)
     for sku, _ in state.lines:  # every line in this one message: no per-product ordering
         update = state.update(sku, StockOp.RESERVE)
-        status = inventory.check_update(rt.store, update)
+        status, _ = inventory.check_update(rt.store, update)
         inventory.apply_update(rt.store, update, status=status, sequence=None, hold_s=1800)
     decision, short = workflow.reservation_fan_in(rt.store.order_state(order_id))
     if decision is workflow.FanIn.RESERVED:
@@ -59,7 +59,7 @@ def _work(step: str, rt: Runtime, order_id: str) -> StepResult:
     if step == "validate":
         return validation.validate(rt.store, order_id, rt.rules)
     if step == "payment":
-        return payment.authorize(rt.store, rt.gateway, order_id)[0]
+        return payment.authorize(rt.store, rt.gateway, order_id).result
     if step == "inventory":
         return _reserve(rt, order_id)
     if step == "shipping":

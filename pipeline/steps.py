@@ -22,9 +22,9 @@ import logging
 import random
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from config.topology import Task
 from pipeline import workflow
@@ -34,7 +34,7 @@ from pipeline.keys import ID_PATTERN
 from pipeline.retry import Decision, Defer, GiveUp, Retry, RetryPolicy, decide
 from pipeline.services import inventory, notification, payment, shipping, validation
 from pipeline.services.breaker import GuardedGateway
-from pipeline.services.outcome import StepResult
+from pipeline.services.outcome import Record, StepResult
 from pipeline.services.simulators import SimulatedCarrier
 from pipeline.services.validation import Rules
 from pipeline.store import Store
@@ -43,6 +43,9 @@ from pipeline.workflow import FanIn, OrderState, Publish, StockUpdates, Undo
 
 __all__ = ["Publisher", "StepContext", "advance", "after", "attempt", "give_up",
            "handle_failure", "record_attempt", "resume", "step_name", "subject"]
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 log = logging.getLogger("pipeline.steps")
 S = OrderStatus
@@ -115,25 +118,42 @@ def _line_update(args: Sequence[Any]) -> StockUpdate:
 
 
 # ---------------------------------------------------------------- the bodies
-def _apply(ctx: StepContext, update: StockUpdate) -> str:
-    status = inventory.check_update(ctx.store, update)
+# Each body gets the step's Record and calls it inside the transaction that makes
+# its change, so the timeline row commits with the change (see `attempt`).
+def _apply(ctx: StepContext, update: StockUpdate, record: Record | None = None) -> StepResult:
+    """Check and apply one stock update; `record` is written in its transaction."""
+    status, repeated = inventory.check_update(ctx.store, update)
     if ctx.inventory_fault_rate > ctx.rng.random():
         raise StoreUnavailable(f"injected fault before applying {update.update_id}")
-    if update.op is StockOp.RELEASE:
+    if update.op is StockOp.RELEASE and status is S.NEEDS_ATTENTION:
         ctx.store.resume_compensation(update.ref)
-    return inventory.apply_update(ctx.store, update, status=status, sequence=ctx.sequence,
-                                  hold_s=ctx.hold_s, low_stock_below=ctx.low_stock_below)
+
+    def result(state: str) -> StepResult:
+        return StepResult.go(f"{update.op.value} {update.sku} x{update.quantity}: {state} "
+                             f"(seq {ctx.sequence})", repeated=repeated)
+
+    def recorded(conn: Connection, state: str) -> None:
+        if record is not None:
+            record(conn, result(state))
+
+    return result(inventory.apply_update(
+        ctx.store, update, status=status, sequence=ctx.sequence, hold_s=ctx.hold_s,
+        low_stock_below=ctx.low_stock_below, within=recorded if record is not None else None))
 
 
-def _authorize(ctx: StepContext, order_id: str) -> StepResult:
-    result, updates = payment.authorize(ctx.store, ctx.gateway, order_id)
-    if updates:  # noted with the status change; a crash before this is resumed
-        ctx.publisher.publish(order_id, (StockUpdates(updates),),
-                              vip=ctx.store.order(order_id)["priority"] == "vip")
-    return result
+def _validate(ctx: StepContext, record: Record, order_id: str) -> StepResult:
+    return validation.validate(ctx.store, order_id, ctx.rules, record)
 
 
-def _reserve_legacy(ctx: StepContext, order_id: str) -> StepResult:
+def _authorize(ctx: StepContext, record: Record, order_id: str) -> StepResult:
+    authorized = payment.authorize(ctx.store, ctx.gateway, order_id, record)
+    if authorized.updates:  # noted with the status change; a crash before this is resumed
+        ctx.publisher.publish(order_id, (StockUpdates(authorized.updates),),
+                              vip=authorized.vip)
+    return authorized.result
+
+
+def _reserve_legacy(ctx: StepContext, _record: Record, order_id: str) -> StepResult:
     """Orders authorized before the payment step sent their lines itself."""
     state = ctx.store.order_state(order_id)
     if state.status is not S.PAYMENT_AUTHORIZED:
@@ -148,36 +168,33 @@ def _reserve_legacy(ctx: StepContext, order_id: str) -> StepResult:
     return StepResult.go(f"{len(updates)} line(s) sent for reservation")
 
 
-def _apply_line(ctx: StepContext, *args: Any) -> StepResult:
-    update = _line_update(args)
-    note = ctx.store.stock_update(update.update_id)
-    state = _apply(ctx, update)
-    return StepResult.go(f"{update.op.value} {update.sku} x{update.quantity}: {state} "
-                         f"(seq {ctx.sequence})",
-                         repeated=bool(note and note["applied_at"] is not None))
+def _apply_line(ctx: StepContext, record: Record, *args: Any) -> StepResult:
+    return _apply(ctx, _line_update(args), record)
 
 
-def _release_legacy(ctx: StepContext, order_id: str) -> StepResult:
+def _release_legacy(ctx: StepContext, _record: Record, order_id: str) -> StepResult:
     ctx.store.resume_compensation(order_id)
     return StepResult.go("compensation continues from the order's state")
 
 
-def _restock(ctx: StepContext, restock_id: Any, sku: Any, quantity: Any) -> StepResult:
+def _restock(ctx: StepContext, _record: Record, restock_id: Any, sku: Any,
+             quantity: Any) -> StepResult:
     update = StockUpdate(_id(restock_id, "restock id"), _id(sku, "product id"),
                          _quantity(quantity), StockOp.RESTOCK)
-    return StepResult.go(_apply(ctx, update))
+    return _apply(ctx, update)
 
 
 BODIES: dict[Task, Callable[..., StepResult]] = {
-    Task.VALIDATE: lambda ctx, o: validation.validate(ctx.store, o, ctx.rules),
+    Task.VALIDATE: _validate,
     Task.AUTHORIZE: _authorize,
     Task.RESERVE: _reserve_legacy,
     Task.APPLY_LINE: _apply_line,
     Task.RELEASE: _release_legacy,
-    Task.SHIP: lambda ctx, o: shipping.ship(ctx.store, ctx.gateway, ctx.carrier, o),
-    Task.CANCEL_SHIPMENT: lambda ctx, o: shipping.cancel_shipment(ctx.store, ctx.carrier, o),
-    Task.REVERSE_PAYMENT: lambda ctx, o: payment.reverse(ctx.store, ctx.gateway, o),
-    Task.NOTIFY: lambda ctx, o: notification.notify(ctx.store, o),
+    Task.SHIP: lambda ctx, rec, o: shipping.ship(ctx.store, ctx.gateway, ctx.carrier, o, rec),
+    Task.CANCEL_SHIPMENT: lambda ctx, rec, o: shipping.cancel_shipment(ctx.store, ctx.carrier,
+                                                                      o, rec),
+    Task.REVERSE_PAYMENT: lambda ctx, rec, o: payment.reverse(ctx.store, ctx.gateway, o, rec),
+    Task.NOTIFY: lambda ctx, rec, o: notification.notify(ctx.store, o, rec),
     Task.RESTOCK: _restock,
 }
 ARITY = {task: (4 if task is Task.APPLY_LINE else 3 if task is Task.RESTOCK else 1)
@@ -197,22 +214,42 @@ def check_arguments(task: Task, args: Sequence[Any]) -> None:
 
 
 # ---------------------------------------------------------------- one attempt
+def _outcome(result: StepResult) -> str:
+    return "repeated" if result.repeated else ("ok" if result.proceed else "stopped")
+
+
+class _Timeline:
+    """The step's Record: its timeline row, written once, in the transaction the body
+    gives it, or on its own when the body changed nothing."""
+
+    def __init__(self, ctx: StepContext, task: Task, args: Sequence[Any]) -> None:
+        self.ctx, self.task, self.args = ctx, task, args
+        self.written = False
+
+    def __call__(self, conn: Connection | None, result: StepResult) -> StepResult:
+        record_attempt(self.ctx, self.task, self.args, _outcome(result), result.detail,
+                       conn=conn)
+        self.written = True
+        return result
+
+
 def record_attempt(ctx: StepContext, task: Task, args: Sequence[Any], outcome: str,
-                   detail: str | None) -> None:
+                   detail: str | None, *, conn: Connection | None = None) -> None:
     """One timeline row per attempt, written when it ends. A restock has no order."""
     if task is Task.RESTOCK:
         return
     ctx.store.record_step(subject(task, args), step_name(task, args), ctx.attempt, ctx.worker,
                           started=ctx.started, outcome=outcome,
-                          detail=(detail or "")[:2000] or None)
+                          detail=(detail or "")[:2000] or None, conn=conn)
 
 
 def attempt(ctx: StepContext, task: Task, args: Sequence[Any]) -> StepResult:
     """Run one attempt and record it; exceptions are the caller's to decide on."""
     check_arguments(task, args)
-    result = BODIES[task](ctx, *args)
-    outcome = "repeated" if result.repeated else ("ok" if result.proceed else "stopped")
-    record_attempt(ctx, task, args, outcome, result.detail)
+    timeline = _Timeline(ctx, task, args)
+    result = BODIES[task](ctx, timeline, *args)
+    if not timeline.written:
+        timeline(None, result)
     return result
 
 
@@ -222,6 +259,8 @@ def after(ctx: StepContext, task: Task, args: Sequence[Any], result: StepResult)
         return
     if not result.proceed:
         ctx.stop_chain()
+    elif result.next_sent and not result.repeated:
+        return  # the body sent what follows, or the order ended
     elif ctx.in_chain:
         return  # the canvas runs the next step
     if result.repeated and ctx.attempt == 1:
@@ -250,13 +289,17 @@ def advance(ctx: StepContext, order_id: str, *, after: Task | None = None,
         else:
             if decision is FanIn.RESERVED:
                 won = store.transition(order_id, S.RESERVED, expected=[S.RESERVING])
+                moved = replace(state, status=S.RESERVED)
             else:
                 won = store.transition(order_id, S.COMPENSATING, expected=[S.RESERVING],
                                        outcome=S.OUT_OF_STOCK,
                                        reasons=[f"{sku}: out of stock" for sku in short])
+                moved = replace(state, status=S.COMPENSATING, outcome=S.OUT_OF_STOCK,
+                                compensating_from=S.RESERVING)
             if not won and not resume:
                 return  # another line's worker decided and moved the order on
-            state = store.order_state(order_id)
+            # Won: the compare-and-set moved exactly the state just read.
+            state = moved if won else store.order_state(order_id)
     elif state.status is S.COMPENSATING and after is Task.APPLY_LINE and not resume:
         if not workflow.undo_done(Undo.RELEASE_LINES, state):
             return  # other lines are still being released

@@ -15,6 +15,7 @@ from pipeline.domain import OrderStatus, StockOp, StockUpdate
 from pipeline.errors import InvalidTaskArguments, OrderNotFound
 from pipeline.keys import claim_key
 from pipeline.store import Store, operations
+from pipeline.store.stock import Within
 
 __all__ = ["StockOp", "StockUpdate", "apply_update", "check_update", "claim", "expire_hold",
            "parse_op", "stale_holds"]
@@ -40,10 +41,11 @@ def parse_op(op: object, *, allowed: tuple[StockOp, ...]) -> StockOp:
     return parsed
 
 
-def check_update(store: Store, update: StockUpdate) -> OrderStatus | None:
+def check_update(store: Store, update: StockUpdate) -> tuple[OrderStatus | None, bool]:
     """Raise InvalidTaskArguments unless `update` is one the pipeline sent.
 
-    Returns the order's status for a line update (None for a restock).
+    Returns the order's status for a line update (None for a restock), and
+    whether the update was applied before (this delivery repeats it).
     """
     if update.op is StockOp.RESTOCK:
         note = store.stock_update(update.update_id)
@@ -51,23 +53,24 @@ def check_update(store: Store, update: StockUpdate) -> OrderStatus | None:
             raise InvalidTaskArguments(
                 f"restock {update.ref} of {update.quantity} x {update.sku} was never "
                 "recorded by a producer (pipeline.restock records every restock it sends)")
-        return None
+        return None, note["applied_at"] is not None
     try:
-        record = store.order(update.ref)
+        check = store.line_check(update.ref, update.update_id)
     except OrderNotFound:
         raise InvalidTaskArguments(f"{update.op.value} for unknown order {update.ref!r}") \
             from None
-    lines = {line["sku"]: line["quantity"] for line in store.lines(update.ref)}
-    if lines.get(update.sku) != update.quantity:
+    if check.lines.get(update.sku) != update.quantity:
         raise InvalidTaskArguments(
             f"{update.op.value} {update.quantity} x {update.sku} matches no line of order "
-            f"{update.ref} (its lines: {lines})")
-    return OrderStatus(record["status"])
+            f"{update.ref} (its lines: {dict(sorted(check.lines.items()))})")
+    return check.status, check.applied
 
 
 def apply_update(store: Store, update: StockUpdate, *, status: OrderStatus | None,
-                 sequence: str | None, hold_s: int, low_stock_below: int = 0) -> str:
-    """Apply one checked update to stock; idempotent. Returns the resulting state."""
+                 sequence: str | None, hold_s: int, low_stock_below: int = 0,
+                 within: Within | None = None) -> str:
+    """Apply one checked update to stock; idempotent. Returns the resulting state.
+    `within` runs inside the update's transaction with that state (a line update)."""
     if update.op is StockOp.RESERVE:
         if status is None or status in BEFORE_PAYMENT:
             raise InvalidTaskArguments(
@@ -76,9 +79,9 @@ def apply_update(store: Store, update: StockUpdate, *, status: OrderStatus | Non
         return store.reserve_line(update.ref, update.sku, update.quantity,
                                   sequence=sequence, hold_s=hold_s,
                                   low_stock_below=low_stock_below,
-                                  refuse=status not in RESERVING_STATUSES)
+                                  refuse=status not in RESERVING_STATUSES, within=within)
     if update.op is StockOp.RELEASE:
-        return store.release_line(update.ref, update.sku, sequence=sequence)
+        return store.release_line(update.ref, update.sku, sequence=sequence, within=within)
     applied = store.restock(update.ref, update.sku, update.quantity, sequence=sequence)
     return "RESTOCKED" if applied else "RESTOCKED before"
 

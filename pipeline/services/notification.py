@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from pipeline.domain import OrderStatus
-from pipeline.services.outcome import StepResult
+from pipeline.services.outcome import Record, StepResult, unrecorded
 from pipeline.store import Store
 from pipeline.workflow import money_settled, next_undo
 
@@ -57,13 +57,14 @@ def money_sentence(final: OrderStatus, payments: list[dict[str, Any]]) -> str:
     return "You have not been charged."
 
 
-def notify(store: Store, order_id: str) -> StepResult:
+def notify(store: Store, order_id: str, record: Record = unrecorded) -> StepResult:
     """End the order and tell the customer, once the ledger shows its money settled."""
-    store.resume_compensation(order_id)
     state = store.order_state(order_id)
+    if state.status is OrderStatus.NEEDS_ATTENTION and store.resume_compensation(order_id):
+        state = store.order_state(order_id)
     status = state.status
     if status.terminal:
-        return StepResult.go(f"already {status}", repeated=True)
+        return StepResult.go(f"already {status}", repeated=True, next_sent=True)
     if status is OrderStatus.SHIPPED:
         final = OrderStatus.COMPLETED
     elif status is OrderStatus.COMPENSATING and state.outcome is not None:
@@ -74,7 +75,6 @@ def notify(store: Store, order_id: str) -> StepResult:
         final = state.outcome
     else:
         return StepResult.stop(None, repeated=True, detail=f"order is {status}: nothing to tell")
-    record = store.order(order_id)
     template, text = TEMPLATES[final]
     with store.engine.begin() as conn:
         payments = store.payment_entries(order_id, conn=conn)
@@ -82,12 +82,16 @@ def notify(store: Store, order_id: str) -> StepResult:
         if final is not OrderStatus.COMPLETED and not money_settled(ledger):
             # Never tell a customer something the ledger does not show.
             return StepResult.stop(None, repeated=True, detail="money not settled yet")
+        # The status first: if another delivery moved the order meanwhile, nothing
+        # is sent and this transaction writes nothing.
+        if not store.transition(order_id, final, expected=[status], conn=conn):
+            return StepResult.stop(None, repeated=True, detail="order moved on meanwhile")
+        row = store.order(order_id, conn=conn)
         body = " ".join((text.format(id=order_id,
-                                     reasons="; ".join(record["reasons"] or []) or "n/a"),
+                                     reasons="; ".join(row["reasons"] or []) or "n/a"),
                          money_sentence(final, payments)))
-        for channel, recipient in channels(record["document"].get("contact", {})):
+        for channel, recipient in channels(row["document"].get("contact", {})):
             if store.record_notification(conn, order_id=order_id, template=template,
                                          channel=channel, recipient=recipient, body=body):
                 log.info("notified order %s via %s (%s)", order_id, channel, template)
-        store.transition(order_id, final, expected=[status], conn=conn)
-    return StepResult.go(f"{template} sent; order {final}")
+        return record(conn, StepResult.go(f"{template} sent; order {final}", next_sent=True))

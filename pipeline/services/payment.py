@@ -9,6 +9,7 @@ the compensation asks the gateway what a request with a lost response did
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -16,36 +17,43 @@ from pipeline.domain import WINDING_DOWN, OrderStatus, StockOp, StockUpdate, rea
 from pipeline.errors import PermanentError
 from pipeline.keys import payment_key
 from pipeline.services.breaker import GuardedGateway
-from pipeline.services.outcome import StepResult
+from pipeline.services.outcome import Record, StepResult, unrecorded
 from pipeline.store import Store
 
-__all__ = ["authorize", "capture", "reverse"]
+__all__ = ["Authorized", "authorize", "capture", "reverse"]
 
 S = OrderStatus
 
 
-def authorize(store: Store, gateway: GuardedGateway,
-              order_id: str) -> tuple[StepResult, tuple[StockUpdate, ...]]:
-    """Claim the order (AUTHORIZING), ask the gateway, then in one transaction record
-    the answer and either send every line for reservation (RESERVING) or compensate.
+@dataclass(frozen=True)
+class Authorized:
+    """The payment step's result and the reservation messages it must publish
+    (already noted in the store, in the same transaction as the status change)."""
 
-    Returns the result and the reservation messages to publish (already noted in
-    the store, in the same transaction as the status change)."""
-    record = store.order(order_id)
-    status = OrderStatus(record["status"])
+    result: StepResult
+    updates: tuple[StockUpdate, ...] = ()
+    vip: bool = False
+
+
+def authorize(store: Store, gateway: GuardedGateway, order_id: str,
+              record: Record = unrecorded) -> Authorized:
+    """Claim the order (AUTHORIZING), ask the gateway, then in one transaction record
+    the answer and either send every line for reservation (RESERVING) or compensate."""
+    row = store.order(order_id)
+    status = OrderStatus(row["status"])
     if status is S.VALIDATED:
         if not store.transition(order_id, S.AUTHORIZING, expected=[S.VALIDATED]):
-            return authorize(store, gateway, order_id)  # moved meanwhile: look again
+            return authorize(store, gateway, order_id, record)  # moved meanwhile: look again
     elif status is not S.AUTHORIZING:  # AUTHORIZING: a redelivery carries on
         if reached(status, S.RESERVING):
-            return StepResult.go("already authorized", repeated=True), ()
-        return StepResult.stop(None, repeated=True, detail=f"order is {status}"), ()
-    amount = Decimal(record["total_amount"])
-    currency = record["currency"]
+            return Authorized(StepResult.go("already authorized", repeated=True))
+        return Authorized(StepResult.stop(None, repeated=True, detail=f"order is {status}"))
+    amount = Decimal(row["total_amount"])
+    currency = row["currency"]
     key = payment_key(order_id, "authorize")
     # May raise GatewayUnavailable: retried with the same key, so a lost
     # response never becomes a second authorization.
-    result = gateway.authorize(key, record["document"]["payment"]["token"], amount, currency)
+    result = gateway.authorize(key, row["document"]["payment"]["token"], amount, currency)
     with store.engine.begin() as conn:
         kind = "authorize" if result["approved"] else "decline"
         store.record_payment(conn, order_id=order_id, kind=kind, amount=amount,
@@ -54,20 +62,22 @@ def authorize(store: Store, gateway: GuardedGateway,
             reason = f"payment declined: {result['reason']}"
             store.transition(order_id, S.COMPENSATING, expected=[S.AUTHORIZING],
                              outcome=S.PAYMENT_DECLINED, reasons=[reason], conn=conn)
-            return StepResult.stop(S.PAYMENT_DECLINED, (reason,)), ()
+            return Authorized(record(conn, StepResult.stop(S.PAYMENT_DECLINED, (reason,))))
         updates = tuple(StockUpdate(order_id, line["sku"], line["quantity"], StockOp.RESERVE)
                         for line in store.lines(order_id))
         if store.transition(order_id, S.RESERVING, expected=[S.AUTHORIZING], conn=conn,
                             unless_cancel_requested=True):
             store.record_published(updates, conn)
-            return StepResult.go(f"authorized {amount} {currency}; "
-                                 f"{len(updates)} line(s) sent for reservation"), updates
+            sent = StepResult.go(f"authorized {amount} {currency}; {len(updates)} line(s) "
+                                 "sent for reservation", next_sent=True)
+            return Authorized(record(conn, sent), updates, vip=row["priority"] == "vip")
         cancel = store.cancel_requested(conn, order_id)
         if cancel is not None and store.transition(
                 order_id, S.COMPENSATING, expected=[S.AUTHORIZING], outcome=S.CANCELLED,
                 reasons=[cancel], conn=conn):
-            return StepResult.stop(S.CANCELLED, (cancel,)), ()
-    return StepResult.stop(None, repeated=True, detail="order moved on meanwhile"), ()
+            return Authorized(record(conn, StepResult.stop(S.CANCELLED, (cancel,))))
+        return Authorized(record(conn, StepResult.stop(None, repeated=True,
+                                                       detail="order moved on meanwhile")))
 
 
 def capture(store: Store, gateway: GuardedGateway, order_id: str) -> str:
@@ -111,14 +121,14 @@ def _learn_lost_effects(store: Store, gateway: GuardedGateway, order_id: str,
                              "amount": amount, "currency": currency}
 
 
-def reverse(store: Store, gateway: GuardedGateway, order_id: str) -> StepResult:
+def reverse(store: Store, gateway: GuardedGateway, order_id: str,
+            record: Record = unrecorded) -> StepResult:
     """Compensation: refund a capture in full, or void an authorization; once."""
-    store.resume_compensation(order_id)
-    record = store.order(order_id)
-    if OrderStatus(record["status"]) not in WINDING_DOWN:
-        return StepResult.stop(None, repeated=True, detail=f"order is {record['status']}")
+    row = store.order_resumed(order_id)
+    if OrderStatus(row["status"]) not in WINDING_DOWN:
+        return StepResult.stop(None, repeated=True, detail=f"order is {row['status']}")
     entries = {e["kind"]: e for e in store.payment_entries(order_id)}
-    _learn_lost_effects(store, gateway, order_id, entries, record["currency"])
+    _learn_lost_effects(store, gateway, order_id, entries, row["currency"])
     if "capture" in entries and "refund" not in entries:
         cap = entries["capture"]
         key = payment_key(order_id, "refund")
@@ -136,4 +146,4 @@ def reverse(store: Store, gateway: GuardedGateway, order_id: str) -> StepResult:
     with store.engine.begin() as conn:
         store.record_payment(conn, order_id=order_id, kind=kind, amount=amount,
                              currency=currency, gateway_ref=result["reference"], key=key)
-    return StepResult.go(f"{kind} {amount} {currency}")
+        return record(conn, StepResult.go(f"{kind} {amount} {currency}"))

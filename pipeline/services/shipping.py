@@ -17,7 +17,7 @@ from pipeline.domain import WINDING_DOWN, OrderStatus, reached
 from pipeline.keys import shipment_key
 from pipeline.services import payment
 from pipeline.services.breaker import GuardedGateway
-from pipeline.services.outcome import StepResult
+from pipeline.services.outcome import Record, StepResult, unrecorded
 from pipeline.services.simulators import SimulatedCarrier
 from pipeline.store import Store
 
@@ -27,12 +27,12 @@ S = OrderStatus
 
 
 def ship(store: Store, gateway: GuardedGateway, carrier: SimulatedCarrier,
-         order_id: str) -> StepResult:
-    record = store.order(order_id)
-    status = OrderStatus(record["status"])
+         order_id: str, record: Record = unrecorded) -> StepResult:
+    row = store.order(order_id)
+    status = OrderStatus(row["status"])
     if status is S.RESERVED:
         if not store.transition(order_id, S.SHIPPING, expected=[S.RESERVED]):
-            return ship(store, gateway, carrier, order_id)  # moved meanwhile: look again
+            return ship(store, gateway, carrier, order_id, record)  # moved meanwhile
     elif status is not S.SHIPPING:  # SHIPPING: a redelivery carries on
         if reached(status, S.SHIPPED):
             return StepResult.go("already shipped", repeated=True)
@@ -40,23 +40,24 @@ def ship(store: Store, gateway: GuardedGateway, carrier: SimulatedCarrier,
     capture_ref = payment.capture(store, gateway, order_id)
     lines = store.lines(order_id)
     result = carrier.create_shipment(shipment_key(order_id),
-                                     record["document"]["shippingAddress"], len(lines))
+                                     row["document"]["shippingAddress"], len(lines))
     with store.engine.begin() as conn:
         if not result["accepted"]:
             reason = f"shipment refused: {result['reason']}"
             store.transition(order_id, S.COMPENSATING, expected=[S.SHIPPING],
                              outcome=S.SHIPPING_FAILED, reasons=[reason], conn=conn)
-            return StepResult.stop(S.SHIPPING_FAILED, (reason,))
+            return record(conn, StepResult.stop(S.SHIPPING_FAILED, (reason,)))
         store.record_shipment(conn, order_id, "simulated", result["reference"])
         store.ship_lines(conn, order_id)
         store.transition(order_id, S.SHIPPED, expected=[S.SHIPPING], conn=conn)
-    return StepResult.go(f"captured {capture_ref}, tracking {result['reference']}")
+        return record(conn, StepResult.go(f"captured {capture_ref}, "
+                                          f"tracking {result['reference']}"))
 
 
-def cancel_shipment(store: Store, carrier: SimulatedCarrier, order_id: str) -> StepResult:
+def cancel_shipment(store: Store, carrier: SimulatedCarrier, order_id: str,
+                    record: Record = unrecorded) -> StepResult:
     """Compensation: void the carrier's shipment of this order, if it made one."""
-    store.resume_compensation(order_id)
-    status = store.status(order_id)
+    status = OrderStatus(store.order_resumed(order_id)["status"])
     if status not in WINDING_DOWN:
         return StepResult.stop(None, repeated=True, detail=f"order is {status}")
     key = shipment_key(order_id)
@@ -66,4 +67,4 @@ def cancel_shipment(store: Store, carrier: SimulatedCarrier, order_id: str) -> S
     carrier.cancel_shipment(f"{key}:cancel", str(found["reference"]))
     with store.engine.begin() as conn:
         store.cancel_shipment(conn, order_id)
-    return StepResult.go(f"shipment {found['reference']} voided at the carrier")
+        return record(conn, StepResult.go(f"shipment {found['reference']} voided at the carrier"))

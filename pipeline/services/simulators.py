@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from pipeline.errors import GatewayUnavailable
 from pipeline.store import schema as t
 from pipeline.store.clock import now
+from pipeline.store.db import reading
 
 DECLINED_TOKEN = "tok_decline"
 UNDELIVERABLE_POSTCODE = "00000"
@@ -71,28 +72,27 @@ class _RemoteSystem:
 
     def _apply_once(self, operation: str, key: str, amount: Decimal | None,
                     decide: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], str]:
-        with self.engine.begin() as conn:
-            stored = conn.execute(select(t.external_effects.c.result).where(
-                t.external_effects.c.system == self.system,
-                t.external_effects.c.idempotency_key == key)).scalar_one_or_none()
-        if stored is not None:
-            self._log(operation, key, "replayed", amount, stored.get("reference"))
-            return dict(stored), "replayed"
-        result = decide()
         try:
             with self.engine.begin() as conn:
-                conn.execute(insert(t.external_effects).values(
-                    system=self.system, idempotency_key=key, operation=operation,
-                    reference=result["reference"], result=result, amount=amount,
-                    created_at=now()))
-                conn.execute(insert(t.external_calls).values(
-                    system=self.system, operation=operation, idempotency_key=key,
-                    effect="applied", amount=amount, reference=result["reference"],
-                    received_at=now()))
+                stored = conn.execute(select(t.external_effects.c.result).where(
+                    t.external_effects.c.system == self.system,
+                    t.external_effects.c.idempotency_key == key)).scalar_one_or_none()
+                if stored is None:
+                    result = decide()
+                    conn.execute(insert(t.external_effects).values(
+                        system=self.system, idempotency_key=key, operation=operation,
+                        reference=result["reference"], result=result, amount=amount,
+                        created_at=now()))
+                    conn.execute(insert(t.external_calls).values(
+                        system=self.system, operation=operation, idempotency_key=key,
+                        effect="applied", amount=amount, reference=result["reference"],
+                        received_at=now()))
+                    return result, "applied"
         except IntegrityError:
-            # Two calls with one key raced; the first one's effect stands.
+            # Two calls with one key raced (PostgreSQL); the first one's effect stands.
             return self._apply_once(operation, key, amount, decide)
-        return result, "applied"
+        self._log(operation, key, "replayed", amount, stored.get("reference"))
+        return dict(stored), "replayed"
 
     def find(self, key: str) -> dict[str, Any] | None:
         """What the request with idempotency key `key` did, if it reached us at all.
@@ -110,7 +110,7 @@ class _RemoteSystem:
             time.sleep(latency / 1000)
         if self.rng.random() < faults.transient_error_rate / 2:
             raise GatewayUnavailable(f"{self.system} lookup: 503 service unavailable")
-        with self.engine.begin() as conn:
+        with reading(self.engine) as conn:
             row = conn.execute(select(t.external_effects.c.result, t.external_effects.c.amount)
                                .where(t.external_effects.c.system == self.system,
                                       t.external_effects.c.idempotency_key == key)).first()

@@ -10,7 +10,7 @@ from typing import Any
 
 from pipeline.domain import Order, OrderStatus, parse_order, reached
 from pipeline.errors import InvalidOrder
-from pipeline.services.outcome import StepResult
+from pipeline.services.outcome import Record, StepResult, unrecorded
 from pipeline.store import Store
 
 POSTCODE_RULES = {
@@ -71,23 +71,31 @@ def business_problems(order: Order, catalog: Mapping[str, Mapping[str, Any]],
     return problems
 
 
-def validate(store: Store, order_id: str, rules: Rules) -> StepResult:
+def validate(store: Store, order_id: str, rules: Rules,
+             record: Record = unrecorded) -> StepResult:
     """Check a RECEIVED order; VALIDATED, or COMPENSATING towards REJECTED."""
-    record = store.order(order_id)
-    status = OrderStatus(record["status"])
+    row = store.order(order_id)
+    status = OrderStatus(row["status"])
     if status is not OrderStatus.RECEIVED:
         if reached(status, OrderStatus.VALIDATED):
             return StepResult.go("already validated", repeated=True)
         return StepResult.stop(None, repeated=True, detail=f"order is {status}")
     try:
-        order = parse_order(record["document"])
+        order = parse_order(row["document"])
         problems = business_problems(order, store.catalog(i.product_id for i in order.items),
                                      rules)
     except InvalidOrder as error:  # stored before a schema change, say
         problems = error.problems
-    if problems:
-        store.transition(order_id, OrderStatus.COMPENSATING, expected=[OrderStatus.RECEIVED],
-                         outcome=OrderStatus.REJECTED, reasons=problems)
-        return StepResult.stop(OrderStatus.REJECTED, tuple(problems))
-    store.transition(order_id, OrderStatus.VALIDATED, expected=[OrderStatus.RECEIVED])
-    return StepResult.go("valid")
+    with store.engine.begin() as conn:
+        if problems:
+            moved = store.transition(order_id, OrderStatus.COMPENSATING,
+                                     expected=[OrderStatus.RECEIVED],
+                                     outcome=OrderStatus.REJECTED, reasons=problems, conn=conn)
+            result = StepResult.stop(OrderStatus.REJECTED, tuple(problems))
+        else:
+            moved = store.transition(order_id, OrderStatus.VALIDATED,
+                                     expected=[OrderStatus.RECEIVED], conn=conn)
+            result = StepResult.go("valid")
+        if moved:
+            return record(conn, result)
+    return validate(store, order_id, rules, record)  # a duplicate delivery decided first

@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -25,6 +25,12 @@ from pipeline.store.clock import aware, now
 from pipeline.store.db import reading
 from pipeline.store.stock import StockLedger
 from pipeline.workflow import OrderState
+
+
+class LineCheck(NamedTuple):
+    status: OrderStatus
+    lines: dict[str, int]  # product id -> quantity
+    applied: bool  # the update was applied before (this delivery repeats it)
 
 
 def document_hash(document: dict[str, Any]) -> str:
@@ -86,9 +92,13 @@ class Store(StockLedger):
                 ))
         return True
 
-    def order(self, order_id: str) -> dict[str, Any]:
-        with reading(self.engine) as conn:
-            row = conn.execute(select(t.orders).where(t.orders.c.id == order_id)).mappings().first()
+    def order(self, order_id: str, *, conn: Connection | None = None) -> dict[str, Any]:
+        query = select(t.orders).where(t.orders.c.id == order_id)
+        if conn is not None:
+            row = conn.execute(query).mappings().first()
+        else:
+            with reading(self.engine) as own:
+                row = own.execute(query).mappings().first()
         if row is None:
             raise OrderNotFound(f"no order with id {order_id!r}")
         return dict(row)
@@ -127,7 +137,25 @@ class Store(StockLedger):
             payments=tuple((str(kind), str(amount)) for kind, amount in payments))
 
     def status(self, order_id: str) -> OrderStatus:
-        return OrderStatus(self.order(order_id)["status"])
+        with reading(self.engine) as conn:
+            status = conn.execute(select(t.orders.c.status).where(
+                t.orders.c.id == order_id)).scalar_one_or_none()
+        if status is None:
+            raise OrderNotFound(f"no order with id {order_id!r}")
+        return OrderStatus(status)
+
+    def line_check(self, order_id: str, update_id: str) -> LineCheck:
+        """What applying one of an order's stock updates is checked against, in one
+        read: the order's status, its lines, and whether the update was applied."""
+        with reading(self.engine) as conn:
+            status = conn.execute(select(t.orders.c.status).where(
+                t.orders.c.id == order_id)).scalar_one_or_none()
+            if status is None:
+                raise OrderNotFound(f"no order with id {order_id!r}")
+            lines = conn.execute(select(t.order_lines.c.sku, t.order_lines.c.quantity).where(
+                t.order_lines.c.order_id == order_id)).all()
+            applied = self._applied(conn, update_id)
+        return LineCheck(OrderStatus(status), {sku: int(q) for sku, q in lines}, applied)
 
     def lines(self, order_id: str) -> list[dict[str, Any]]:
         with reading(self.engine) as conn:
@@ -192,6 +220,16 @@ class Store(StockLedger):
         """A compensation step runs again for an order that was waiting for attention."""
         return self.transition(order_id, OrderStatus.COMPENSATING,
                                expected=[OrderStatus.NEEDS_ATTENTION])
+
+    def order_resumed(self, order_id: str) -> dict[str, Any]:
+        """The order, for a compensation step: one that was waiting for attention
+        resumes compensating first. The write happens only then, so the common
+        case costs a read, not a write transaction."""
+        row = self.order(order_id)
+        if row["status"] != OrderStatus.NEEDS_ATTENTION.value:
+            return row
+        self.resume_compensation(order_id)
+        return self.order(order_id)
 
     def request_cancel(self, order_id: str, reason: str, *, while_in: OrderStatus) -> bool:
         """Record a cancellation for the step that owns the order to honour; False
@@ -275,12 +313,18 @@ class Store(StockLedger):
 
     # -------------------------------------------------------------- timeline
     def record_step(self, order_id: str, step: str, attempt: int, worker: str, *,
-                    started: datetime, outcome: str, detail: str | None = None) -> None:
-        """One attempt of a step, written when it ends."""
-        with self.engine.begin() as conn:
-            conn.execute(insert(t.steps).values(
-                order_id=order_id, step=step, attempt=attempt, started_at=started,
-                finished_at=now(), outcome=outcome, detail=detail, worker=worker))
+                    started: datetime, outcome: str, detail: str | None = None,
+                    conn: Connection | None = None) -> None:
+        """One attempt of a step, written when it ends (given `conn`, inside the
+        transaction that made the step's change)."""
+        stmt = insert(t.steps).values(
+            order_id=order_id, step=step, attempt=attempt, started_at=started,
+            finished_at=now(), outcome=outcome, detail=detail, worker=worker)
+        if conn is not None:
+            conn.execute(stmt)
+            return
+        with self.engine.begin() as own:
+            own.execute(stmt)
 
     def step_done(self, order_id: str, step: str) -> bool:
         with reading(self.engine) as conn:

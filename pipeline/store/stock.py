@@ -10,7 +10,7 @@ and the audit can compare that with their SQS sequence numbers.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -23,6 +23,10 @@ from pipeline.store import outbox
 from pipeline.store import schema as t
 from pipeline.store.clock import aware, now
 from pipeline.store.db import reading
+
+# Called inside a line's transaction with the line's resulting state: the step
+# writes its timeline row there (pipeline.services.outcome.Record).
+Within = Callable[[Connection, str], None]
 
 
 class StockLedger:
@@ -166,7 +170,7 @@ class StockLedger:
     # ------------------------------------------------------------ inventory
     def reserve_line(self, order_id: str, sku: str, quantity: int, *,
                      sequence: str | None, hold_s: int, low_stock_below: int = 0,
-                     refuse: bool = False) -> str:
+                     refuse: bool = False, within: Within | None = None) -> str:
         """Reserve one line; returns the line's state (RESERVED or REJECTED).
 
         Idempotent: a line already decided keeps its decision. The stock
@@ -190,6 +194,8 @@ class StockLedger:
                         applied_at=stamp))
                     self._mark_applied(conn, u, sequence=sequence, result=str(state),
                                        stamp=stamp)
+                if within is not None:
+                    within(conn, str(state))
                 return str(state)
             taken = not refuse and conn.execute(
                 update(t.stock).where(t.stock.c.sku == sku, t.stock.c.available >= quantity)
@@ -209,6 +215,8 @@ class StockLedger:
             self._mark_applied(conn, u, sequence=sequence, result=state, stamp=stamp)
             if not refuse:
                 self._alert_on_stock(conn, sku, order_id, quantity, taken, low_stock_below)
+            if within is not None:
+                within(conn, state)
         return state
 
     @staticmethod
@@ -223,7 +231,8 @@ class StockLedger:
         elif available < low_stock_below <= available + quantity:
             outbox.stock_alert(conn, "low_stock", sku, available=available, order_id=order_id)
 
-    def release_line(self, order_id: str, sku: str, *, sequence: str | None) -> str:
+    def release_line(self, order_id: str, sku: str, *, sequence: str | None,
+                     within: Within | None = None) -> str:
         """Give a reserved line back to stock; idempotent. Returns the line's state."""
         stamp = now()
         u = StockUpdate(order_id, sku, 0, StockOp.RELEASE)
@@ -238,6 +247,8 @@ class StockLedger:
                     self._release_movement(conn, sku, 0, order_id, sequence, stamp)
                     self._mark_applied(conn, u, sequence=sequence, result=str(row["state"]),
                                        stamp=stamp)
+                if within is not None:
+                    within(conn, str(row["state"]))
                 return str(row["state"])
             quantity = 0
             if row is None:
@@ -257,6 +268,8 @@ class StockLedger:
                     reserved=t.stock.c.reserved - quantity))
             self._release_movement(conn, sku, quantity, order_id, sequence, stamp)
             self._mark_applied(conn, u, sequence=sequence, result="RELEASED", stamp=stamp)
+            if within is not None:
+                within(conn, "RELEASED")
         return "RELEASED"
 
     @staticmethod
