@@ -22,13 +22,14 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from pipeline.errors import GatewayUnavailable
 from pipeline.store import schema as t
 from pipeline.store.clock import now
 from pipeline.store.db import reading
+from pipeline.store.prepared import insert_into
 
 DECLINED_TOKEN = "tok_decline"
 UNDELIVERABLE_POSTCODE = "00000"
@@ -40,6 +41,11 @@ class Faults:
     transient_error_rate: float = 0.0
     refusal_rate: float = 0.0
     timeout_ms: float = 2000.0
+
+
+_EFFECT = select(t.external_effects.c.result).where(
+    t.external_effects.c.system == bindparam("system"),
+    t.external_effects.c.idempotency_key == bindparam("key"))
 
 
 class _RemoteSystem:
@@ -74,19 +80,19 @@ class _RemoteSystem:
                     decide: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], str]:
         try:
             with self.engine.begin() as conn:
-                stored = conn.execute(select(t.external_effects.c.result).where(
-                    t.external_effects.c.system == self.system,
-                    t.external_effects.c.idempotency_key == key)).scalar_one_or_none()
+                stored = conn.execute(_EFFECT, {"system": self.system, "key": key}
+                                      ).scalar_one_or_none()
                 if stored is None:
                     result = decide()
-                    conn.execute(insert(t.external_effects).values(
-                        system=self.system, idempotency_key=key, operation=operation,
-                        reference=result["reference"], result=result, amount=amount,
-                        created_at=now()))
-                    conn.execute(insert(t.external_calls).values(
-                        system=self.system, operation=operation, idempotency_key=key,
-                        effect="applied", amount=amount, reference=result["reference"],
-                        received_at=now()))
+                    stamp = now()
+                    conn.execute(insert_into(t.external_effects), {
+                        "system": self.system, "idempotency_key": key, "operation": operation,
+                        "reference": result["reference"], "result": result, "amount": amount,
+                        "created_at": stamp})
+                    conn.execute(insert_into(t.external_calls), {
+                        "system": self.system, "operation": operation, "idempotency_key": key,
+                        "effect": "applied", "amount": amount, "reference": result["reference"],
+                        "received_at": stamp})
                     return result, "applied"
         except IntegrityError:
             # Two calls with one key raced (PostgreSQL); the first one's effect stands.
@@ -122,9 +128,10 @@ class _RemoteSystem:
     def _log(self, operation: str, key: str, effect: str, amount: Decimal | None,
              reference: str | None) -> None:
         with self.engine.begin() as conn:
-            conn.execute(insert(t.external_calls).values(
-                system=self.system, operation=operation, idempotency_key=key, effect=effect,
-                amount=amount, reference=reference, received_at=now()))
+            conn.execute(insert_into(t.external_calls), {
+                "system": self.system, "operation": operation, "idempotency_key": key,
+                "effect": effect, "amount": amount, "reference": reference,
+                "received_at": now()})
 
     @staticmethod
     def _reference(prefix: str, key: str) -> str:

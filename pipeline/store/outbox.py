@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, delete, func, select, update
 
 from pipeline import tracing
+from pipeline.store import prepared
 from pipeline.store import schema as t
 from pipeline.store.clock import aware, now
 from pipeline.store.db import reading
@@ -36,11 +37,11 @@ def record(conn: Connection, topic: str, event_type: str, body: dict[str, Any],
            **attributes: str) -> None:
     stamp = now()
     event_id = uuid.uuid4().hex
-    conn.execute(insert(t.outbox).values(
-        event_id=event_id, topic=topic, event_type=event_type,
-        body={"eventId": event_id, "eventType": event_type, "at": stamp.isoformat(), **body},
-        attributes={"eventType": event_type, **attributes}, created_at=stamp,
-        traceparent=tracing.current_traceparent()))
+    conn.execute(prepared.insert_into(t.outbox), {
+        "event_id": event_id, "topic": topic, "event_type": event_type,
+        "body": {"eventId": event_id, "eventType": event_type, "at": stamp.isoformat(), **body},
+        "attributes": {"eventType": event_type, **attributes}, "created_at": stamp,
+        "traceparent": tracing.current_traceparent()})
 
 
 def record_now(engine: Engine, topic: str, event_type: str, body: dict[str, Any],

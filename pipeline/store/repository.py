@@ -13,13 +13,13 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import BindParameter, Connection, Engine, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from pipeline.domain import WINDING_DOWN, Order, OrderStatus, can_transition
 from pipeline.errors import OrderConflict, OrderNotFound
 from pipeline.services.breaker_state import BreakerRow, BreakerState
-from pipeline.store import outbox
+from pipeline.store import outbox, prepared
 from pipeline.store import schema as t
 from pipeline.store.clock import aware, now
 from pipeline.store.db import reading
@@ -41,10 +41,33 @@ def _insert_once(conn: Connection, table: Any, values: dict[str, Any]) -> bool:
     """Insert unless a row with the same unique key exists; True if inserted."""
     try:
         with conn.begin_nested():
-            conn.execute(insert(table).values(**values))
+            conn.execute(prepared.insert_into(table), values)
         return True
     except IntegrityError:
         return False
+
+
+# The statements every step runs, built once with bound parameters: building one
+# inline costs more Python than SQLite spends running it (issue #16's profile).
+_ORDER: BindParameter[str] = bindparam("order_id")
+_ORDER_ROW = select(t.orders).where(t.orders.c.id == _ORDER)
+_ORDER_STATUS = select(t.orders.c.status).where(t.orders.c.id == _ORDER)
+_STATE_ORDER = select(t.orders.c.status, t.orders.c.outcome, t.orders.c.compensating_from,
+                      t.orders.c.priority).where(t.orders.c.id == _ORDER)
+_STATE_LINES = select(t.order_lines.c.sku, t.order_lines.c.quantity).where(
+    t.order_lines.c.order_id == _ORDER).order_by(t.order_lines.c.sku)
+_STATE_RESERVATIONS = select(t.reservations.c.sku, t.reservations.c.state).where(
+    t.reservations.c.order_id == _ORDER)
+_STATE_UPDATES = select(t.stock_updates.c.update_id, t.stock_updates.c.applied_at).where(
+    t.stock_updates.c.ref == _ORDER)
+_STATE_DONE = select(t.steps.c.step).distinct().where(
+    t.steps.c.order_id == _ORDER, t.steps.c.outcome.in_(("ok", "repeated")))
+_STATE_PAYMENTS = select(t.payments.c.kind, t.payments.c.amount).where(
+    t.payments.c.order_id == _ORDER).order_by(t.payments.c.id)
+_PAYMENTS = select(t.payments).where(t.payments.c.order_id == _ORDER).order_by(t.payments.c.id)
+_BREAKER = select(t.circuit_breakers).where(t.circuit_breakers.c.name == bindparam("name"))
+_ORDER_LINES = select(t.order_lines).where(t.order_lines.c.order_id == _ORDER).order_by(
+    t.order_lines.c.sku)
 
 
 class Store(StockLedger):
@@ -93,36 +116,28 @@ class Store(StockLedger):
         return True
 
     def order(self, order_id: str, *, conn: Connection | None = None) -> dict[str, Any]:
-        query = select(t.orders).where(t.orders.c.id == order_id)
+        params = {"order_id": order_id}
         if conn is not None:
-            row = conn.execute(query).mappings().first()
+            row = conn.execute(_ORDER_ROW, params).mappings().first()
         else:
             with reading(self.engine) as own:
-                row = own.execute(query).mappings().first()
+                row = own.execute(_ORDER_ROW, params).mappings().first()
         if row is None:
             raise OrderNotFound(f"no order with id {order_id!r}")
         return dict(row)
 
     def order_state(self, order_id: str) -> OrderState:
         """Everything the workflow decides on, read in one snapshot."""
+        params = {"order_id": order_id}
         with reading(self.engine) as conn:
-            row = conn.execute(select(
-                t.orders.c.status, t.orders.c.outcome, t.orders.c.compensating_from,
-                t.orders.c.priority).where(t.orders.c.id == order_id)).first()
+            row = conn.execute(_STATE_ORDER, params).first()
             if row is None:
                 raise OrderNotFound(f"no order with id {order_id!r}")
-            lines = conn.execute(select(t.order_lines.c.sku, t.order_lines.c.quantity).where(
-                t.order_lines.c.order_id == order_id).order_by(t.order_lines.c.sku)).all()
-            states = conn.execute(select(t.reservations.c.sku, t.reservations.c.state).where(
-                t.reservations.c.order_id == order_id)).all()
-            updates = conn.execute(select(
-                t.stock_updates.c.update_id, t.stock_updates.c.applied_at).where(
-                t.stock_updates.c.ref == order_id)).all()
-            done = conn.execute(select(t.steps.c.step).distinct().where(
-                t.steps.c.order_id == order_id,
-                t.steps.c.outcome.in_(("ok", "repeated")))).scalars().all()
-            payments = conn.execute(select(t.payments.c.kind, t.payments.c.amount).where(
-                t.payments.c.order_id == order_id).order_by(t.payments.c.id)).all()
+            lines = conn.execute(_STATE_LINES, params).all()
+            states = conn.execute(_STATE_RESERVATIONS, params).all()
+            updates = conn.execute(_STATE_UPDATES, params).all()
+            done = conn.execute(_STATE_DONE, params).scalars().all()
+            payments = conn.execute(_STATE_PAYMENTS, params).all()
         return OrderState(
             order_id=order_id, status=OrderStatus(row.status),
             outcome=OrderStatus(row.outcome) if row.outcome else None,
@@ -138,8 +153,7 @@ class Store(StockLedger):
 
     def status(self, order_id: str) -> OrderStatus:
         with reading(self.engine) as conn:
-            status = conn.execute(select(t.orders.c.status).where(
-                t.orders.c.id == order_id)).scalar_one_or_none()
+            status = conn.execute(_ORDER_STATUS, {"order_id": order_id}).scalar_one_or_none()
         if status is None:
             raise OrderNotFound(f"no order with id {order_id!r}")
         return OrderStatus(status)
@@ -147,22 +161,18 @@ class Store(StockLedger):
     def line_check(self, order_id: str, update_id: str) -> LineCheck:
         """What applying one of an order's stock updates is checked against, in one
         read: the order's status, its lines, and whether the update was applied."""
+        params = {"order_id": order_id}
         with reading(self.engine) as conn:
-            status = conn.execute(select(t.orders.c.status).where(
-                t.orders.c.id == order_id)).scalar_one_or_none()
+            status = conn.execute(_ORDER_STATUS, params).scalar_one_or_none()
             if status is None:
                 raise OrderNotFound(f"no order with id {order_id!r}")
-            lines = conn.execute(select(t.order_lines.c.sku, t.order_lines.c.quantity).where(
-                t.order_lines.c.order_id == order_id)).all()
+            lines = conn.execute(_STATE_LINES, params).all()
             applied = self._applied(conn, update_id)
         return LineCheck(OrderStatus(status), {sku: int(q) for sku, q in lines}, applied)
 
     def lines(self, order_id: str) -> list[dict[str, Any]]:
         with reading(self.engine) as conn:
-            rows = conn.execute(
-                select(t.order_lines).where(t.order_lines.c.order_id == order_id)
-                .order_by(t.order_lines.c.sku)
-            ).mappings().all()
+            rows = conn.execute(_ORDER_LINES, {"order_id": order_id}).mappings().all()
         return [dict(r) for r in rows]
 
     def transition(
@@ -188,23 +198,21 @@ class Store(StockLedger):
         allowed = [s.value for s in expected if can_transition(s, to)]
         if not allowed:
             raise ValueError(f"no transition to {to} from {expected}")
-        values: dict[str, Any] = {"status": to.value, "updated_at": now()}
+        stamp = now()
+        params: dict[str, Any] = {"order_id": order_id, "to": to.value, "at": stamp}
         if outcome is not None:
-            values["outcome"] = outcome.value
+            params["new_outcome"] = outcome.value
         if reasons is not None:
             reasons = outbox.bounded_reasons(reasons)
-            values["reasons"] = reasons
-        if to.terminal:
-            values["terminal_at"] = values["updated_at"]
-        if to is OrderStatus.COMPENSATING and not set(expected) & WINDING_DOWN:
-            values["compensating_from"] = t.orders.c.status  # SET reads the old value
-        conditions = [t.orders.c.id == order_id, t.orders.c.status.in_(allowed)]
-        if unless_cancel_requested:
-            conditions.append(t.orders.c.cancel_requested.is_(None))
-        stmt = update(t.orders).where(*conditions).values(**values)
+            params["new_reasons"] = reasons
+        stmt = prepared.transition(
+            tuple(allowed), outcome=outcome is not None, reasons=reasons is not None,
+            terminal=to.terminal,
+            compensating_from=to is OrderStatus.COMPENSATING and not set(expected) & WINDING_DOWN,
+            unless_cancel_requested=unless_cancel_requested)
 
         def apply(c: Connection) -> bool:
-            moved = c.execute(stmt).rowcount == 1
+            moved = c.execute(stmt, params).rowcount == 1
             if moved:  # announced with the change itself (transactional outbox)
                 outbox.status_changed(c, order_id, to.value, terminal=to.terminal,
                                       outcome=outcome.value if outcome else None,
@@ -317,14 +325,13 @@ class Store(StockLedger):
                     conn: Connection | None = None) -> None:
         """One attempt of a step, written when it ends (given `conn`, inside the
         transaction that made the step's change)."""
-        stmt = insert(t.steps).values(
-            order_id=order_id, step=step, attempt=attempt, started_at=started,
-            finished_at=now(), outcome=outcome, detail=detail, worker=worker)
+        row = {"order_id": order_id, "step": step, "attempt": attempt, "started_at": started,
+               "finished_at": now(), "outcome": outcome, "detail": detail, "worker": worker}
         if conn is not None:
-            conn.execute(stmt)
+            conn.execute(prepared.insert_into(t.steps), row)
             return
         with self.engine.begin() as own:
-            own.execute(stmt)
+            own.execute(prepared.insert_into(t.steps), row)
 
     def step_done(self, order_id: str, step: str) -> bool:
         with reading(self.engine) as conn:
@@ -344,8 +351,7 @@ class Store(StockLedger):
     # ------------------------------------------------------------ breakers
     def breaker_row(self, name: str) -> BreakerRow:
         with reading(self.engine) as conn:
-            row = conn.execute(select(t.circuit_breakers).where(
-                t.circuit_breakers.c.name == name)).mappings().first()
+            row = conn.execute(_BREAKER, {"name": name}).mappings().first()
         if row is None:
             return BreakerRow()
         changed = aware(row["changed_at"]) if row["changed_at"] is not None else None
@@ -392,12 +398,11 @@ class Store(StockLedger):
 
     def payment_entries(self, order_id: str, *,
                         conn: Connection | None = None) -> list[dict[str, Any]]:
-        query = select(t.payments).where(t.payments.c.order_id == order_id).order_by(
-            t.payments.c.id)
+        params = {"order_id": order_id}
         if conn is not None:
-            return [dict(r) for r in conn.execute(query).mappings()]
+            return [dict(r) for r in conn.execute(_PAYMENTS, params).mappings()]
         with reading(self.engine) as own:
-            return [dict(r) for r in own.execute(query).mappings()]
+            return [dict(r) for r in own.execute(_PAYMENTS, params).mappings()]
 
     def record_shipment(self, conn: Connection, order_id: str, carrier: str,
                         tracking_number: str) -> bool:

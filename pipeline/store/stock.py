@@ -15,11 +15,11 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import BindParameter, Connection, Engine, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from pipeline.domain import StockOp, StockUpdate
-from pipeline.store import outbox
+from pipeline.store import outbox, prepared
 from pipeline.store import schema as t
 from pipeline.store.clock import aware, now
 from pipeline.store.db import reading
@@ -27,6 +27,23 @@ from pipeline.store.db import reading
 # Called inside a line's transaction with the line's resulting state: the step
 # writes its timeline row there (pipeline.services.outcome.Record).
 Within = Callable[[Connection, str], None]
+
+
+# The statements of a stock update, built once (see pipeline.store.prepared).
+_UPDATE_ID: BindParameter[str] = bindparam("update_id")
+_APPLIED = select(t.stock_updates.c.applied_at).where(t.stock_updates.c.update_id == _UPDATE_ID)
+# (An UPDATE's bound names must differ from its table's column names.)
+_MARK_APPLIED = update(t.stock_updates).where(
+    t.stock_updates.c.update_id == bindparam("the_update"), t.stock_updates.c.applied_at.is_(None),
+).values(applied_at=bindparam("at"), sqs_sequence=bindparam("sequence"),
+         result=bindparam("outcome"))
+_LINE_STATE = select(t.reservations.c.state).where(
+    t.reservations.c.order_id == bindparam("order_id"), t.reservations.c.sku == bindparam("sku"))
+_TAKE = update(t.stock).where(
+    t.stock.c.sku == bindparam("product"), t.stock.c.available >= bindparam("quantity"),
+).values(available=t.stock.c.available - bindparam("quantity"),
+         reserved=t.stock.c.reserved + bindparam("quantity"))
+_AVAILABLE = select(t.stock.c.available).where(t.stock.c.sku == bindparam("product"))
 
 
 class StockLedger:
@@ -98,9 +115,9 @@ class StockLedger:
         for u in updates:
             try:
                 with conn.begin_nested():
-                    conn.execute(insert(t.stock_updates).values(
-                        update_id=u.update_id, sku=u.sku, op=u.op.value, ref=u.ref,
-                        quantity=u.quantity, published_at=stamp))
+                    conn.execute(prepared.insert_into(t.stock_updates), {
+                        "update_id": u.update_id, "sku": u.sku, "op": u.op.value, "ref": u.ref,
+                        "quantity": u.quantity, "published_at": stamp})
             except IntegrityError:
                 pass
 
@@ -112,18 +129,17 @@ class StockLedger:
 
     def _mark_applied(self, conn: Connection, u: StockUpdate, *, sequence: str | None,
                       result: str, stamp: datetime) -> None:
-        done = conn.execute(update(t.stock_updates).where(
-            t.stock_updates.c.update_id == u.update_id, t.stock_updates.c.applied_at.is_(None),
-        ).values(applied_at=stamp, sqs_sequence=sequence, result=result)).rowcount
+        done = conn.execute(_MARK_APPLIED, {"the_update": u.update_id, "at": stamp,
+                                            "sequence": sequence, "outcome": result}).rowcount
         if not done:  # a line sent before notes were kept (orders from older releases)
-            conn.execute(insert(t.stock_updates).values(
-                update_id=u.update_id, sku=u.sku, op=u.op.value, ref=u.ref, quantity=u.quantity,
-                published_at=stamp, applied_at=stamp, sqs_sequence=sequence, result=result))
+            conn.execute(prepared.insert_into(t.stock_updates), {
+                "update_id": u.update_id, "sku": u.sku, "op": u.op.value, "ref": u.ref,
+                "quantity": u.quantity, "published_at": stamp, "applied_at": stamp,
+                "sqs_sequence": sequence, "result": result})
 
     @staticmethod
     def _applied(conn: Connection, update_id: str) -> bool:
-        return conn.execute(select(t.stock_updates.c.applied_at).where(
-            t.stock_updates.c.update_id == update_id)).scalar_one_or_none() is not None
+        return conn.execute(_APPLIED, {"update_id": update_id}).scalar_one_or_none() is not None
 
     def mark_dead_lettered(self, update_id: str, *, result: str = "DEAD_LETTERED") -> None:
         """An update that will not be applied (dead-lettered or revoked) is no
@@ -181,9 +197,8 @@ class StockLedger:
         stamp = now()
         u = StockUpdate(order_id, sku, quantity, StockOp.RESERVE)
         with self.engine.begin() as conn:
-            state = conn.execute(select(t.reservations.c.state).where(
-                t.reservations.c.order_id == order_id, t.reservations.c.sku == sku)
-            ).scalar_one_or_none()
+            state = conn.execute(_LINE_STATE, {"order_id": order_id, "sku": sku}
+                                 ).scalar_one_or_none()
             if state is not None:
                 if not self._applied(conn, u.update_id):
                     # Decided before this update came (a release overtook it): nothing
@@ -198,20 +213,17 @@ class StockLedger:
                     within(conn, str(state))
                 return str(state)
             taken = not refuse and conn.execute(
-                update(t.stock).where(t.stock.c.sku == sku, t.stock.c.available >= quantity)
-                .values(available=t.stock.c.available - quantity,
-                        reserved=t.stock.c.reserved + quantity)
-            ).rowcount == 1
+                _TAKE, {"product": sku, "quantity": quantity}).rowcount == 1
             state = "RESERVED" if taken else "REJECTED"
-            conn.execute(insert(t.reservations).values(
-                order_id=order_id, sku=sku, quantity=quantity, state=state,
-                reserve_sequence=sequence, updated_at=stamp,
-                expires_at=stamp + timedelta(seconds=hold_s) if taken else None))
-            conn.execute(insert(t.stock_movements).values(
-                sku=sku, kind="reserve" if taken else "refuse",
-                delta_available=-quantity if taken else 0,
-                delta_reserved=quantity if taken else 0, delta_shipped=0,
-                order_id=order_id, sqs_sequence=sequence, applied_at=stamp))
+            conn.execute(prepared.insert_into(t.reservations), {
+                "order_id": order_id, "sku": sku, "quantity": quantity, "state": state,
+                "reserve_sequence": sequence, "updated_at": stamp,
+                "expires_at": stamp + timedelta(seconds=hold_s) if taken else None})
+            conn.execute(prepared.insert_into(t.stock_movements), {
+                "sku": sku, "kind": "reserve" if taken else "refuse",
+                "delta_available": -quantity if taken else 0,
+                "delta_reserved": quantity if taken else 0, "delta_shipped": 0,
+                "order_id": order_id, "sqs_sequence": sequence, "applied_at": stamp})
             self._mark_applied(conn, u, sequence=sequence, result=state, stamp=stamp)
             if not refuse:
                 self._alert_on_stock(conn, sku, order_id, quantity, taken, low_stock_below)
@@ -223,8 +235,7 @@ class StockLedger:
     def _alert_on_stock(conn: Connection, sku: str, order_id: str, quantity: int,
                         taken: bool, low_stock_below: int) -> None:
         """Out of stock on a refusal; low stock when this reservation crossed the line."""
-        available = int(conn.execute(select(t.stock.c.available).where(
-            t.stock.c.sku == sku)).scalar_one_or_none() or 0)
+        available = int(conn.execute(_AVAILABLE, {"product": sku}).scalar_one_or_none() or 0)
         if not taken:
             outbox.stock_alert(conn, "out_of_stock", sku, available=available,
                                order_id=order_id)
