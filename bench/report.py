@@ -15,8 +15,9 @@ def _ms(value: float | None) -> str:
 def orders_lines(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| system | load | done | orders/s | p50 ms | p95 ms | p99 ms | SQS req/order | "
-        "SNS req/order | $/M orders | worker CPU ms/order | emulator CPU ms/order |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "SNS req/order | $/M orders | worker CPU ms/order | emulator CPU ms/order | "
+        "load CPU ms/order | all CPU ms/order |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         req = r["requestsPerOrder"]
@@ -26,7 +27,8 @@ def orders_lines(rows: list[dict[str, Any]]) -> list[str]:
             f"{_ms(r['latency']['p50'])} | {_ms(r['latency']['p95'])} | "
             f"{_ms(r['latency']['p99'])} | {req['sqs']} | {req['sns']} | "
             f"{req['usdPerMillionOrders']} | {r['workerCpuMsPerOrder']} | "
-            f"{r['cpuMsPerOrder'].get('emulator', '-')} |")
+            f"{r['cpuMsPerOrder'].get('emulator', '-')} | "
+            f"{r['cpuMsPerOrder'].get('load', '-')} | {r.get('allCpuMsPerOrder', '-')} |")
     return lines
 
 
@@ -54,7 +56,7 @@ def request_lines(rows: list[dict[str, Any]]) -> list[str]:
 def ratio_lines(pairs: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> list[str]:
     """Pair by pair, within this run: throughput, p95 and requests, a / b."""
     lines = ["| comparison | load | orders/s a/b | p95 a/b | SQS req/order a/b | "
-             "worker CPU/order a/b |", "|---|---|---|---|---|---|"]
+             "worker CPU/order a/b | all CPU/order a/b |", "|---|---|---|---|---|---|---|"]
 
     def ratio(a: float | None, b: float | None) -> str:
         return f"{a / b:.2f}" if a is not None and b else "-"
@@ -64,7 +66,8 @@ def ratio_lines(pairs: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> list
             f"| {label} | {a['load']} | {ratio(a['ordersPerSecond'], b['ordersPerSecond'])} | "
             f"{ratio(a['latency']['p95'], b['latency']['p95'])} | "
             f"{ratio(a['requestsPerOrder']['sqs'], b['requestsPerOrder']['sqs'])} | "
-            f"{ratio(a['workerCpuMsPerOrder'], b['workerCpuMsPerOrder'])} |")
+            f"{ratio(a['workerCpuMsPerOrder'], b['workerCpuMsPerOrder'])} | "
+            f"{ratio(a.get('allCpuMsPerOrder'), b.get('allCpuMsPerOrder'))} |")
     return lines
 
 

@@ -22,25 +22,42 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bench.harness import in_subprocess, stack, wait_for
 from bench.workload import Load, requests, run_load, stock_up
 from pipeline import workflow
 from pipeline.domain import OrderStatus, StockOp
 from pipeline.procfile import ProcLine, read_procfile
-from pipeline.runtime import Runtime, get_runtime
+from pipeline.runtime import get_runtime
 from pipeline.services import inventory, notification, payment, shipping, validation
+from pipeline.services.breaker import GuardedGateway
 from pipeline.services.outcome import StepResult
+from pipeline.services.simulators import SimulatedCarrier
+from pipeline.services.validation import Rules
+from pipeline.store import Store
 
 STEPS = ("validate", "payment", "inventory", "shipping", "notification")
+
+
+class Services(Protocol):
+    """What a step works with: a Runtime in the consumers, a StepContext in bench.sql."""
+
+    @property
+    def store(self) -> Store: ...
+    @property
+    def gateway(self) -> GuardedGateway: ...
+    @property
+    def carrier(self) -> SimulatedCarrier: ...
+    @property
+    def rules(self) -> Rules: ...
 
 
 def queue_name(prefix: str, step: str) -> str:
     return f"{prefix}seed-{step}"
 
 
-def _reserve(rt: Runtime, order_id: str) -> StepResult:
+def _reserve(rt: Services, order_id: str) -> StepResult:
     state = rt.store.order_state(order_id)
     for sku, _ in state.lines:  # every line in this one message: no per-product ordering
         update = state.update(sku, StockOp.RESERVE)
@@ -55,7 +72,8 @@ def _reserve(rt: Runtime, order_id: str) -> StepResult:
     return StepResult.stop(OrderStatus.OUT_OF_STOCK, short)
 
 
-def _work(step: str, rt: Runtime, order_id: str) -> StepResult:
+def work(step: str, rt: Services, order_id: str) -> StepResult:
+    """One seed-style step's work (the same services the pipeline's steps call)."""
     if step == "validate":
         return validation.validate(rt.store, order_id, rt.rules)
     if step == "payment":
@@ -84,7 +102,7 @@ def consume(step: str) -> None:
         try:
             order_id = json.loads(message["Body"])["orderId"]
             started = datetime.now(UTC)
-            result = _work(step, rt, order_id)
+            result = work(step, rt, order_id)
             rt.store.record_step(order_id, step, 1, f"seed-{step}", started=started,
                                  outcome="ok" if result.proceed else "stopped",
                                  detail=result.detail)

@@ -31,11 +31,11 @@ def submit_order(order: Order | dict[str, Any]) -> str:
     store = rt.store
     with tracing.submitted(parsed.order_id) as trace_context:
         created = store.create_order(parsed, trace_context=trace_context)
-        if store.status(parsed.order_id) is not OrderStatus.RECEIVED:
+        if not created and store.status(parsed.order_id) is not OrderStatus.RECEIVED:
             return parsed.order_id
         try:
-            if created:
-                steps.advance(rt.step_context(), parsed.order_id)
+            if created:  # RECEIVED: nothing to read back before its first step
+                steps.start(rt.step_context(), parsed)
             else:  # submitted again: its workflow continues the first submission's trace
                 with tracing.continued("order.resubmit", parsed.order_id,
                                        partial(store.trace_context, parsed.order_id)):

@@ -28,7 +28,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from config.topology import Task
 from pipeline import workflow
-from pipeline.domain import WINDING_DOWN, OrderStatus, StockOp, StockUpdate, can_transition
+from pipeline.domain import (
+    WINDING_DOWN,
+    Order,
+    OrderStatus,
+    StockOp,
+    StockUpdate,
+    can_transition,
+)
 from pipeline.errors import InvalidTaskArguments, OrderNotFound, StoreUnavailable
 from pipeline.keys import ID_PATTERN
 from pipeline.retry import Decision, Defer, GiveUp, Retry, RetryPolicy, decide
@@ -42,7 +49,7 @@ from pipeline.store.clock import now
 from pipeline.workflow import FanIn, OrderState, Publish, StockUpdates, Undo
 
 __all__ = ["Publisher", "StepContext", "advance", "after", "attempt", "give_up",
-           "handle_failure", "record_attempt", "resume", "step_name", "subject"]
+           "handle_failure", "record_attempt", "resume", "start", "step_name", "subject"]
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -306,6 +313,13 @@ def advance(ctx: StepContext, order_id: str, *, after: Task | None = None,
         if not inventory.claim_release_fan_in(store, order_id):
             return  # another line's worker continues
     _publish(ctx, state, workflow.next_publish(state, resume=resume))
+
+
+def start(ctx: StepContext, order: Order) -> None:
+    """Publish the first step of an order just stored (RECEIVED; no read needed)."""
+    state = OrderState(order_id=order.order_id, status=S.RECEIVED, outcome=None,
+                       compensating_from=None, vip=order.vip, lines=())
+    _publish(ctx, state, workflow.next_publish(state))
 
 
 def resume(ctx: StepContext, order_id: str) -> None:

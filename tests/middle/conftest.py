@@ -7,7 +7,6 @@ interleaving and injects faults at the gateway and the carrier.
 
 from __future__ import annotations
 
-import random
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -17,44 +16,26 @@ from typing import Any
 
 import pytest
 
-from pipeline import steps
-from pipeline.domain import OrderStatus, parse_order
+from pipeline.domain import OrderStatus
+from pipeline.inmemory import InMemoryPipeline
 from pipeline.reconcile import NEXT_STEPS, reconcile
-from pipeline.services.breaker import Breaker, GuardedGateway
-from pipeline.services.breaker_state import BreakerConfig
-from pipeline.services.simulators import Faults, SimulatedCarrier, SimulatedGateway
-from pipeline.services.validation import Rules
+from pipeline.services.simulators import Faults
 from pipeline.store import Store, create_db_engine, create_schema
-from pipeline.testing import InMemoryBroker, QueuedMessage
 
 ADDRESS = {"line1": "1 Main St", "city": "Springfield", "state": "IL", "postalCode": "62701",
            "country": "US"}
 DOWN = Faults(transient_error_rate=1.0)
 
 
-class Harness:
-    """One store, an in-memory broker, and switchable outages."""
+class Harness(InMemoryPipeline):
+    """One store, an in-memory broker, switchable outages, and its own products."""
 
     def __init__(self, store: Store, stock: dict[str, int] | None = None, seed: int = 3) -> None:
-        self.store = store
-        self.broker = InMemoryBroker()
-        self.rng = random.Random(seed)
-        self.outages: dict[str, Faults] = {}
         self.tag = uuid.uuid4().hex[:6]
+        super().__init__(store, seed=seed, name=self.tag)
         self.stock = {f"{self.tag}-{sku}": n for sku, n in (stock or {"A": 50, "B": 1}).items()}
         for sku, quantity in self.stock.items():
             self.store.set_stock(sku, quantity, price=Decimal("5.00"))
-
-    def context(self, **delivery: Any) -> steps.StepContext:
-        engine = self.store.engine
-        gateway = GuardedGateway(
-            SimulatedGateway(engine, self.outages.get("gateway", Faults()), self.rng),
-            # The breaker's wall-clock open period has no place in these runs.
-            Breaker(self.store, f"gw-{self.tag}", BreakerConfig(failure_threshold=10**6)))
-        carrier = SimulatedCarrier(engine, self.outages.get("carrier", Faults()), self.rng)
-        return steps.StepContext(store=self.store, gateway=gateway, carrier=carrier,
-                                 rules=Rules(), publisher=self.broker, rng=self.rng,
-                                 worker="middle", **delivery)
 
     def document(self, *, lines: list[tuple[str, int]] | None = None, token: str = "tok_visa",
                  postal_code: str = "62701") -> dict[str, Any]:
@@ -70,20 +51,6 @@ class Harness:
     def submit(self, **kwargs: Any) -> str:
         return self.submit_document(self.document(**kwargs))
 
-    def submit_document(self, document: dict[str, Any]) -> str:
-        order = parse_order(document)
-        self.store.create_order(order)
-        steps.advance(self.context(), order.order_id)
-        return order.order_id
-
-    def next_message(self, task: Any = None) -> QueuedMessage:
-        ready = [m for m in self.broker.deliverable() if task is None or m.task is task]
-        assert ready, f"no {task or 'message'} to deliver: {self.broker.queue}"
-        return ready[0]
-
-    def deliver(self, task: Any = None) -> str:
-        return self.broker.deliver(self.next_message(task), self.context)
-
     def run_until(self, order_id: str, *statuses: OrderStatus, limit: int = 100) -> None:
         """Deliver messages in publish order until the order is in one of `statuses`."""
         for _ in range(limit):
@@ -91,10 +58,6 @@ class Harness:
                 return
             self.deliver()
         raise AssertionError(f"{order_id} is {self.store.status(order_id)}, not {statuses}")
-
-    def drain(self) -> None:
-        while self.broker.deliverable():
-            self.deliver()
 
     def reconcile(self) -> None:
         reconcile(self.context(), {status: 0.0 for status in NEXT_STEPS})

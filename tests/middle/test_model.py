@@ -31,9 +31,9 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from pipeline import steps
 from pipeline.audit import order_violations
+from pipeline.inmemory import QueuedMessage
 from pipeline.services.cancellation import Cancellation, cancel
 from pipeline.store import Store, create_db_engine, create_schema
-from pipeline.testing import QueuedMessage
 from tests.middle.conftest import DOWN, Harness
 
 EXAMPLES = int(os.environ.get("PIPELINE_MODEL_EXAMPLES", "40"))

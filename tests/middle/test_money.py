@@ -136,7 +136,7 @@ def test_a_shipment_whose_response_was_lost_is_voided_at_the_carrier(
 def test_forged_line_updates_are_dead_lettered_at_once_and_change_no_stock(
         harness: Harness) -> None:
     from pipeline.domain import StockOp, StockUpdate
-    from pipeline.testing import QueuedMessage
+    from pipeline.inmemory import QueuedMessage
 
     before = harness.store.stock_levels()
     sku = f"{harness.tag}-A"
