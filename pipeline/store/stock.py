@@ -43,6 +43,14 @@ _TAKE = update(t.stock).where(
     t.stock.c.sku == bindparam("product"), t.stock.c.available >= bindparam("quantity"),
 ).values(available=t.stock.c.available - bindparam("quantity"),
          reserved=t.stock.c.reserved + bindparam("quantity"))
+_RESERVED_LINES = select(t.reservations.c.sku, t.reservations.c.quantity).where(
+    t.reservations.c.order_id == bindparam("order_id"), t.reservations.c.state == "RESERVED")
+_SHIP_LINE = update(t.reservations).where(
+    t.reservations.c.order_id == bindparam("order"), t.reservations.c.sku == bindparam("product"),
+).values(state="SHIPPED", updated_at=bindparam("at"))
+_SHIP_STOCK = update(t.stock).where(t.stock.c.sku == bindparam("product")).values(
+    reserved=t.stock.c.reserved - bindparam("quantity"),
+    shipped=t.stock.c.shipped + bindparam("quantity"))
 _AVAILABLE = select(t.stock.c.available).where(t.stock.c.sku == bindparam("product"))
 
 
@@ -325,17 +333,11 @@ class StockLedger:
 
     def ship_lines(self, conn: Connection, order_id: str) -> None:
         """Move every reserved line of an order to shipped (inside the caller's transaction)."""
-        rows = conn.execute(select(t.reservations).where(
-            t.reservations.c.order_id == order_id, t.reservations.c.state == "RESERVED")
-        ).mappings().all()
+        rows = conn.execute(_RESERVED_LINES, {"order_id": order_id}).all()
         stamp = now()
-        for row in rows:
-            conn.execute(update(t.reservations).where(
-                t.reservations.c.order_id == order_id, t.reservations.c.sku == row["sku"],
-            ).values(state="SHIPPED", updated_at=stamp))
-            conn.execute(update(t.stock).where(t.stock.c.sku == row["sku"]).values(
-                reserved=t.stock.c.reserved - row["quantity"],
-                shipped=t.stock.c.shipped + row["quantity"]))
-            conn.execute(insert(t.stock_movements).values(
-                sku=row["sku"], kind="ship", delta_available=0, delta_reserved=-row["quantity"],
-                delta_shipped=row["quantity"], order_id=order_id, applied_at=stamp))
+        for sku, quantity in rows:
+            conn.execute(_SHIP_LINE, {"order": order_id, "product": sku, "at": stamp})
+            conn.execute(_SHIP_STOCK, {"product": sku, "quantity": quantity})
+            conn.execute(prepared.insert_into(t.stock_movements), {
+                "sku": sku, "kind": "ship", "delta_available": 0, "delta_reserved": -quantity,
+                "delta_shipped": quantity, "order_id": order_id, "applied_at": stamp})
