@@ -14,13 +14,17 @@ from typing import Annotated
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from config.topology import QueueSpec
-from pipeline.errors import ConfigurationError
+from config.topology import LONG_POLL_S, QueueSpec
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VAR_DIR = PROJECT_ROOT / "var"
 
 Rate = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class SettingsError(ValueError):
+    """A PIPELINE_* variable is invalid. Declared here so that config/ imports nothing
+    of pipeline/; pipeline.errors lists it with every other error."""
 
 
 class Settings(BaseSettings):
@@ -50,7 +54,7 @@ class Settings(BaseSettings):
     connect_timeout_s: float = Field(default=3.0, gt=0, le=60)
 
     # --- Celery tuning (measured: see config/celery.py) ---------------------
-    wait_time_seconds: int = Field(default=10, ge=0, le=20)
+    wait_time_seconds: int = Field(default=LONG_POLL_S, ge=0, le=20)
     polling_interval: float = Field(default=0.01, ge=0, le=10)
     prefetch_multiplier: int = Field(default=16, ge=1, le=64)
     visibility_cap_s: int | None = Field(default=None, ge=5, le=43_200, description=(
@@ -205,4 +209,4 @@ def load_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as error:
-        raise ConfigurationError(_describe(error)) from None
+        raise SettingsError(_describe(error)) from None

@@ -42,6 +42,12 @@ class QueueKind(StrEnum):
     FIFO = "fifo"
 
 
+# How long a receive waits for a message (long polling): each queue's
+# ReceiveMessageWaitTimeSeconds and what every worker asks for. Not SQS's maximum of
+# 20 s: a worker's warm shutdown and the receive watchdog wait up to one poll.
+LONG_POLL_S = 10
+
+
 @dataclass(frozen=True)
 class QueueSpec:
     """One work queue and the dead-letter queue behind it."""
@@ -52,7 +58,7 @@ class QueueSpec:
     max_receive_count: int  # deliveries before SQS moves a message to the DLQ
     purpose: str
     retention: int = 14 * DAY
-    wait_time: int = 20  # ReceiveMessageWaitTimeSeconds (long polling)
+    wait_time: int = LONG_POLL_S  # ReceiveMessageWaitTimeSeconds
     dlq_retention: int = 14 * DAY
     # CloudWatch alarms (`pipeline provision --alarms`): a backlog this deep, or a
     # message this old, for five minutes; any dead letter at all.

@@ -15,14 +15,14 @@ from pipeline.cli_dlq import dlq
 from pipeline.cli_monitor import MONITORING_COMMANDS
 from pipeline.cli_ops import doctor
 from pipeline.cli_stock import stock
-from pipeline.errors import PipelineError
+from pipeline.errors import REPORTED, PipelineError
 
 
 class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except PipelineError as error:
+        except REPORTED as error:
             _fail(str(error))
 
 

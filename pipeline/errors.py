@@ -7,6 +7,8 @@ fail the same way every time, so the step's compensation runs instead.
 
 from __future__ import annotations
 
+from config.settings import SettingsError
+
 __all__ = [
     "BrokerUnavailable",
     "CircuitOpen",
@@ -21,6 +23,7 @@ __all__ = [
     "PipelineError",
     "ProvisioningError",
     "RetryableError",
+    "SettingsError",
     "StoreUnavailable",
 ]
 
@@ -90,3 +93,7 @@ class InvalidOrder(PermanentError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("invalid order: " + "; ".join(problems))
+
+
+# What the command line reports as a message (exit 1), not a traceback.
+REPORTED = (PipelineError, SettingsError)

@@ -16,9 +16,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from config.settings import Settings
+from config.settings import Settings, SettingsError
 from config.topology import QUEUES
-from pipeline.errors import PipelineError
 
 __all__ = ["Check", "Doctor", "all_passed"]
 
@@ -67,7 +66,7 @@ class Doctor:
                  "beat", "outbox"]
         try:
             settings = self.load_settings()
-        except PipelineError as error:
+        except SettingsError as error:
             self._add("settings", False, str(error),
                       "set the PIPELINE_* variable named above (see config/settings.py)")
             return self._skipped(later, "the settings are invalid")

@@ -9,9 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from config.celery import broker_url, celery_config
-from config.settings import Settings, load_settings
+from config.settings import Settings, SettingsError, load_settings
 from config.topology import QUEUES, TASK_QUEUE, lane_for, queue_by_name
-from pipeline.errors import ConfigurationError
 from pipeline.retry import backoff_seconds
 
 
@@ -31,14 +30,14 @@ from pipeline.retry import backoff_seconds
 def test_a_bad_setting_is_reported_with_its_variable_name(
         clean_settings: pytest.MonkeyPatch, variable: str, value: str, says: str) -> None:
     clean_settings.setenv(variable, value)
-    with pytest.raises(ConfigurationError) as caught:
+    with pytest.raises(SettingsError) as caught:
         load_settings()
     assert f"{variable}: " in str(caught.value) and says in str(caught.value)
 
 
 def test_flower_off_loopback_without_auth_is_refused(clean_settings: pytest.MonkeyPatch) -> None:
     clean_settings.setenv("PIPELINE_FLOWER_ADDRESS", "0.0.0.0")
-    with pytest.raises(ConfigurationError, match="PIPELINE_FLOWER_BASIC_AUTH is required"):
+    with pytest.raises(SettingsError, match="PIPELINE_FLOWER_BASIC_AUTH is required"):
         load_settings()
 
 
@@ -84,3 +83,22 @@ def test_env_example_lists_every_setting() -> None:
     missing = [f"PIPELINE_{name.upper()}" for name in Settings.model_fields
                if f"PIPELINE_{name.upper()}" not in text]
     assert not missing, f"add to .env.example: {missing}"
+
+
+def test_config_imports_nothing_of_the_pipeline() -> None:
+    """config/ is the leaf every process reads first (issue #15): it must not import
+    pipeline/, or a settings change can cycle through the code it configures."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, config.settings, config.topology, config.celery; "
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pipeline', 'tasks')))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"
+
+
+def test_one_long_poll_value_for_the_queues_and_the_workers(
+        clean_settings: pytest.MonkeyPatch) -> None:
+    options = celery_config(load_settings())["broker_transport_options"]
+    assert {spec.wait_time for spec in QUEUES} == {options["wait_time_seconds"]}
