@@ -100,5 +100,6 @@ def test_config_imports_nothing_of_the_pipeline() -> None:
 
 def test_one_long_poll_value_for_the_queues_and_the_workers(
         clean_settings: pytest.MonkeyPatch) -> None:
+    clean_settings.delenv("PIPELINE_WAIT_TIME_SECONDS", raising=False)  # the suite's own
     options = celery_config(load_settings())["broker_transport_options"]
     assert {spec.wait_time for spec in QUEUES} == {options["wait_time_seconds"]}
