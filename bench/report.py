@@ -16,8 +16,8 @@ def orders_lines(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| system | load | done | orders/s | p50 ms | p95 ms | p99 ms | SQS req/order | "
         "SNS req/order | $/M orders | worker CPU ms/order | emulator CPU ms/order | "
-        "load CPU ms/order | all CPU ms/order |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "load CPU ms/order | all CPU ms/order | redeliveries |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         req = r["requestsPerOrder"]
@@ -28,7 +28,8 @@ def orders_lines(rows: list[dict[str, Any]]) -> list[str]:
             f"{_ms(r['latency']['p99'])} | {req['sqs']} | {req['sns']} | "
             f"{req['usdPerMillionOrders']} | {r['workerCpuMsPerOrder']} | "
             f"{r['cpuMsPerOrder'].get('emulator', '-')} | "
-            f"{r['cpuMsPerOrder'].get('load', '-')} | {r.get('allCpuMsPerOrder', '-')} |")
+            f"{r['cpuMsPerOrder'].get('load', '-')} | {r.get('allCpuMsPerOrder', '-')} | "
+            f"{r.get('redeliveries', '-')} |")
     return lines
 
 

@@ -139,7 +139,8 @@ def measure(store: Store, ids: list[str]) -> dict[str, Any]:
         rows = conn.execute(select(t.orders.c.id, t.orders.c.status, t.orders.c.created_at,
                                    t.orders.c.terminal_at).where(t.orders.c.id.in_(ids))).all()
         steps = conn.execute(select(t.steps.c.step, t.steps.c.started_at,
-                                    t.steps.c.finished_at, t.steps.c.outcome)
+                                    t.steps.c.finished_at, t.steps.c.outcome,
+                                    t.steps.c.attempt)
                              .where(t.steps.c.order_id.in_(ids))).all()
 
     def utc(value: Any) -> Any:
@@ -151,9 +152,10 @@ def measure(store: Store, ids: list[str]) -> dict[str, Any]:
     for r in rows:
         outcomes[r.status] += 1
     per_step: dict[str, list[float]] = defaultdict(list)
-    retries = 0
-    for step, started, ended, outcome in steps:
+    retries = later = 0
+    for step, started, ended, outcome, attempt in steps:
         retries += outcome == "retry"
+        later += attempt > 1
         if ended is not None:
             per_step[str(step).split(":", 1)[0]].append(
                 (utc(ended) - utc(started)).total_seconds())
@@ -165,6 +167,9 @@ def measure(store: Store, ids: list[str]) -> dict[str, Any]:
         "latency": _cuts(latencies),
         "stepLatency": {name: _cuts(values) for name, values in sorted(per_step.items())},
         "retries": retries,
+        # Attempts after the first that no retry asked for: a message received again
+        # (its visibility ran out while it waited in a worker, or a worker died).
+        "redeliveries": max(later - retries, 0),
     }
 
 
