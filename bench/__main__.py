@@ -209,8 +209,8 @@ def main() -> None:
     if "sql" in sections:
         result = sql.scenario(50 if args.quick else 200)
         data["sql"] = result
-        body += ["## What an order costs the database", "", (sql.__doc__ or "").split("\n\n")[1]
-                 .replace("\n", " "), "", *sql.lines(result), ""]
+        body += ["## What an order costs the database", "", sql.DESCRIPTION, "",
+                 *sql.lines(result), ""]
     if "ceiling" in sections:
         result = ceiling.scenario(2000 if args.quick else 20_000)
         data["ceiling"] = result

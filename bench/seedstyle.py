@@ -85,6 +85,15 @@ def work(step: str, rt: Services, order_id: str) -> StepResult:
     return notification.notify(rt.store, order_id)
 
 
+def run_step(step: str, rt: Services, order_id: str) -> StepResult:
+    """One step's work and its timeline row, as each consumer writes it."""
+    started = datetime.now(UTC)
+    result = work(step, rt, order_id)
+    rt.store.record_step(order_id, step, 1, f"seed-{step}", started=started,
+                         outcome="ok" if result.proceed else "stopped", detail=result.detail)
+    return result
+
+
 def consume(step: str) -> None:
     """One consumer process: poll, process on five threads, delete, send the next."""
     rt = get_runtime()
@@ -101,11 +110,7 @@ def consume(step: str) -> None:
     def process(message: dict[str, Any]) -> None:
         try:
             order_id = json.loads(message["Body"])["orderId"]
-            started = datetime.now(UTC)
-            result = work(step, rt, order_id)
-            rt.store.record_step(order_id, step, 1, f"seed-{step}", started=started,
-                                 outcome="ok" if result.proceed else "stopped",
-                                 detail=result.detail)
+            result = run_step(step, rt, order_id)
             sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
             if next_url is not None and result.proceed:
                 sqs.send_message(QueueUrl=next_url,

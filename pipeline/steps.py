@@ -127,7 +127,7 @@ def _line_update(args: Sequence[Any]) -> StockUpdate:
 # ---------------------------------------------------------------- the bodies
 # Each body gets the step's Record and calls it inside the transaction that makes
 # its change, so the timeline row commits with the change (see `attempt`).
-def _apply(ctx: StepContext, update: StockUpdate, record: Record | None = None) -> StepResult:
+def _apply(ctx: StepContext, update: StockUpdate, record: Record) -> StepResult:
     """Check and apply one stock update; `record` is written in its transaction."""
     status, repeated = inventory.check_update(ctx.store, update)
     if ctx.inventory_fault_rate > ctx.rng.random():
@@ -139,13 +139,12 @@ def _apply(ctx: StepContext, update: StockUpdate, record: Record | None = None) 
         return StepResult.go(f"{update.op.value} {update.sku} x{update.quantity}: {state} "
                              f"(seq {ctx.sequence})", repeated=repeated)
 
-    def recorded(conn: Connection, state: str) -> None:
-        if record is not None:
-            record(conn, result(state))
+    def within(conn: Connection, state: str) -> None:
+        record(conn, result(state))
 
     return result(inventory.apply_update(
         ctx.store, update, status=status, sequence=ctx.sequence, hold_s=ctx.hold_s,
-        low_stock_below=ctx.low_stock_below, within=recorded if record is not None else None))
+        low_stock_below=ctx.low_stock_below, within=within))
 
 
 def _validate(ctx: StepContext, record: Record, order_id: str) -> StepResult:
@@ -184,11 +183,11 @@ def _release_legacy(ctx: StepContext, _record: Record, order_id: str) -> StepRes
     return StepResult.go("compensation continues from the order's state")
 
 
-def _restock(ctx: StepContext, _record: Record, restock_id: Any, sku: Any,
+def _restock(ctx: StepContext, record: Record, restock_id: Any, sku: Any,
              quantity: Any) -> StepResult:
     update = StockUpdate(_id(restock_id, "restock id"), _id(sku, "product id"),
                          _quantity(quantity), StockOp.RESTOCK)
-    return _apply(ctx, update)
+    return _apply(ctx, update, record)  # a restock has no timeline: nothing is recorded
 
 
 BODIES: dict[Task, Callable[..., StepResult]] = {

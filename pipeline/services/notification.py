@@ -64,7 +64,7 @@ def notify(store: Store, order_id: str, record: Record = unrecorded) -> StepResu
         state = store.order_state(order_id)
     status = state.status
     if status.terminal:
-        return StepResult.go(f"already {status}", repeated=True, next_sent=True)
+        return StepResult.go(f"already {status}", repeated=True)
     if status is OrderStatus.SHIPPED:
         final = OrderStatus.COMPLETED
     elif status is OrderStatus.COMPENSATING and state.outcome is not None:

@@ -1,4 +1,4 @@
-"""Statements built once: an INSERT per table, an order transition per shape.
+"""Statements built once: the order reads, an INSERT per table, a transition per shape.
 
 SQLAlchemy caches the compiled SQL of a statement, but a statement built inline
 is constructed and has its cache key computed on every call, which cost more
@@ -12,11 +12,11 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Insert, Table, Update, bindparam, insert, update
+from sqlalchemy import BindParameter, Insert, Table, Update, bindparam, insert, select, update
 
 from pipeline.store import schema as t
 
-__all__ = ["insert_into", "transition"]
+__all__ = ["insert_into", "transition"]  # and the reads below, used by the store
 
 
 @cache
@@ -47,3 +47,25 @@ def transition(allowed: tuple[str, ...], *, outcome: bool, reasons: bool, termin
     if unless_cancel_requested:
         conditions.append(c.cancel_requested.is_(None))
     return update(t.orders).where(*conditions).values(values)
+
+
+# The reads every step runs (bound parameter: order_id).
+ORDER: BindParameter[str] = bindparam("order_id")
+ORDER_ROW = select(t.orders).where(t.orders.c.id == ORDER)
+ORDER_STATUS = select(t.orders.c.status).where(t.orders.c.id == ORDER)
+STATE_ORDER = select(t.orders.c.status, t.orders.c.outcome, t.orders.c.compensating_from,
+                     t.orders.c.priority).where(t.orders.c.id == ORDER)
+STATE_LINES = select(t.order_lines.c.sku, t.order_lines.c.quantity).where(
+    t.order_lines.c.order_id == ORDER).order_by(t.order_lines.c.sku)
+STATE_RESERVATIONS = select(t.reservations.c.sku, t.reservations.c.state).where(
+    t.reservations.c.order_id == ORDER)
+STATE_UPDATES = select(t.stock_updates.c.update_id, t.stock_updates.c.applied_at).where(
+    t.stock_updates.c.ref == ORDER)
+STATE_DONE = select(t.steps.c.step).distinct().where(
+    t.steps.c.order_id == ORDER, t.steps.c.outcome.in_(("ok", "repeated")))
+STATE_PAYMENTS = select(t.payments.c.kind, t.payments.c.amount).where(
+    t.payments.c.order_id == ORDER).order_by(t.payments.c.id)
+PAYMENTS = select(t.payments).where(t.payments.c.order_id == ORDER).order_by(t.payments.c.id)
+BREAKER = select(t.circuit_breakers).where(t.circuit_breakers.c.name == bindparam("name"))
+ORDER_LINES = select(t.order_lines).where(t.order_lines.c.order_id == ORDER).order_by(
+    t.order_lines.c.sku)

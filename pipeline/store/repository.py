@@ -11,9 +11,9 @@ import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any
 
-from sqlalchemy import BindParameter, Connection, Engine, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from pipeline.domain import WINDING_DOWN, Order, OrderStatus, can_transition
@@ -25,12 +25,6 @@ from pipeline.store.clock import aware, now
 from pipeline.store.db import reading
 from pipeline.store.stock import StockLedger
 from pipeline.workflow import OrderState
-
-
-class LineCheck(NamedTuple):
-    status: OrderStatus
-    lines: dict[str, int]  # product id -> quantity
-    applied: bool  # the update was applied before (this delivery repeats it)
 
 
 def document_hash(document: dict[str, Any]) -> str:
@@ -45,29 +39,6 @@ def _insert_once(conn: Connection, table: Any, values: dict[str, Any]) -> bool:
         return True
     except IntegrityError:
         return False
-
-
-# The statements every step runs, built once with bound parameters: building one
-# inline costs more Python than SQLite spends running it (issue #16's profile).
-_ORDER: BindParameter[str] = bindparam("order_id")
-_ORDER_ROW = select(t.orders).where(t.orders.c.id == _ORDER)
-_ORDER_STATUS = select(t.orders.c.status).where(t.orders.c.id == _ORDER)
-_STATE_ORDER = select(t.orders.c.status, t.orders.c.outcome, t.orders.c.compensating_from,
-                      t.orders.c.priority).where(t.orders.c.id == _ORDER)
-_STATE_LINES = select(t.order_lines.c.sku, t.order_lines.c.quantity).where(
-    t.order_lines.c.order_id == _ORDER).order_by(t.order_lines.c.sku)
-_STATE_RESERVATIONS = select(t.reservations.c.sku, t.reservations.c.state).where(
-    t.reservations.c.order_id == _ORDER)
-_STATE_UPDATES = select(t.stock_updates.c.update_id, t.stock_updates.c.applied_at).where(
-    t.stock_updates.c.ref == _ORDER)
-_STATE_DONE = select(t.steps.c.step).distinct().where(
-    t.steps.c.order_id == _ORDER, t.steps.c.outcome.in_(("ok", "repeated")))
-_STATE_PAYMENTS = select(t.payments.c.kind, t.payments.c.amount).where(
-    t.payments.c.order_id == _ORDER).order_by(t.payments.c.id)
-_PAYMENTS = select(t.payments).where(t.payments.c.order_id == _ORDER).order_by(t.payments.c.id)
-_BREAKER = select(t.circuit_breakers).where(t.circuit_breakers.c.name == bindparam("name"))
-_ORDER_LINES = select(t.order_lines).where(t.order_lines.c.order_id == _ORDER).order_by(
-    t.order_lines.c.sku)
 
 
 class Store(StockLedger):
@@ -118,10 +89,10 @@ class Store(StockLedger):
     def order(self, order_id: str, *, conn: Connection | None = None) -> dict[str, Any]:
         params = {"order_id": order_id}
         if conn is not None:
-            row = conn.execute(_ORDER_ROW, params).mappings().first()
+            row = conn.execute(prepared.ORDER_ROW, params).mappings().first()
         else:
             with reading(self.engine) as own:
-                row = own.execute(_ORDER_ROW, params).mappings().first()
+                row = own.execute(prepared.ORDER_ROW, params).mappings().first()
         if row is None:
             raise OrderNotFound(f"no order with id {order_id!r}")
         return dict(row)
@@ -130,14 +101,14 @@ class Store(StockLedger):
         """Everything the workflow decides on, read in one snapshot."""
         params = {"order_id": order_id}
         with reading(self.engine) as conn:
-            row = conn.execute(_STATE_ORDER, params).first()
+            row = conn.execute(prepared.STATE_ORDER, params).first()
             if row is None:
                 raise OrderNotFound(f"no order with id {order_id!r}")
-            lines = conn.execute(_STATE_LINES, params).all()
-            states = conn.execute(_STATE_RESERVATIONS, params).all()
-            updates = conn.execute(_STATE_UPDATES, params).all()
-            done = conn.execute(_STATE_DONE, params).scalars().all()
-            payments = conn.execute(_STATE_PAYMENTS, params).all()
+            lines = conn.execute(prepared.STATE_LINES, params).all()
+            states = conn.execute(prepared.STATE_RESERVATIONS, params).all()
+            updates = conn.execute(prepared.STATE_UPDATES, params).all()
+            done = conn.execute(prepared.STATE_DONE, params).scalars().all()
+            payments = conn.execute(prepared.STATE_PAYMENTS, params).all()
         return OrderState(
             order_id=order_id, status=OrderStatus(row.status),
             outcome=OrderStatus(row.outcome) if row.outcome else None,
@@ -153,26 +124,11 @@ class Store(StockLedger):
 
     def status(self, order_id: str) -> OrderStatus:
         with reading(self.engine) as conn:
-            status = conn.execute(_ORDER_STATUS, {"order_id": order_id}).scalar_one_or_none()
-        if status is None:
-            raise OrderNotFound(f"no order with id {order_id!r}")
-        return OrderStatus(status)
-
-    def line_check(self, order_id: str, update_id: str) -> LineCheck:
-        """What applying one of an order's stock updates is checked against, in one
-        read: the order's status, its lines, and whether the update was applied."""
-        params = {"order_id": order_id}
-        with reading(self.engine) as conn:
-            status = conn.execute(_ORDER_STATUS, params).scalar_one_or_none()
-            if status is None:
-                raise OrderNotFound(f"no order with id {order_id!r}")
-            lines = conn.execute(_STATE_LINES, params).all()
-            applied = self._applied(conn, update_id)
-        return LineCheck(OrderStatus(status), {sku: int(q) for sku, q in lines}, applied)
+            return self._status_in(conn, order_id)
 
     def lines(self, order_id: str) -> list[dict[str, Any]]:
         with reading(self.engine) as conn:
-            rows = conn.execute(_ORDER_LINES, {"order_id": order_id}).mappings().all()
+            rows = conn.execute(prepared.ORDER_LINES, {"order_id": order_id}).mappings().all()
         return [dict(r) for r in rows]
 
     def transition(
@@ -351,7 +307,7 @@ class Store(StockLedger):
     # ------------------------------------------------------------ breakers
     def breaker_row(self, name: str) -> BreakerRow:
         with reading(self.engine) as conn:
-            row = conn.execute(_BREAKER, {"name": name}).mappings().first()
+            row = conn.execute(prepared.BREAKER, {"name": name}).mappings().first()
         if row is None:
             return BreakerRow()
         changed = aware(row["changed_at"]) if row["changed_at"] is not None else None
@@ -400,9 +356,9 @@ class Store(StockLedger):
                         conn: Connection | None = None) -> list[dict[str, Any]]:
         params = {"order_id": order_id}
         if conn is not None:
-            return [dict(r) for r in conn.execute(_PAYMENTS, params).mappings()]
+            return [dict(r) for r in conn.execute(prepared.PAYMENTS, params).mappings()]
         with reading(self.engine) as own:
-            return [dict(r) for r in own.execute(_PAYMENTS, params).mappings()]
+            return [dict(r) for r in own.execute(prepared.PAYMENTS, params).mappings()]
 
     def record_shipment(self, conn: Connection, order_id: str, carrier: str,
                         tracking_number: str) -> bool:

@@ -13,12 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import BindParameter, Connection, Engine, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from pipeline.domain import StockOp, StockUpdate
+from pipeline.domain import OrderStatus, StockOp, StockUpdate
+from pipeline.errors import OrderNotFound
 from pipeline.store import outbox, prepared
 from pipeline.store import schema as t
 from pipeline.store.clock import aware, now
@@ -52,6 +53,12 @@ _SHIP_STOCK = update(t.stock).where(t.stock.c.sku == bindparam("product")).value
     reserved=t.stock.c.reserved - bindparam("quantity"),
     shipped=t.stock.c.shipped + bindparam("quantity"))
 _AVAILABLE = select(t.stock.c.available).where(t.stock.c.sku == bindparam("product"))
+
+
+class LineCheck(NamedTuple):
+    status: OrderStatus
+    lines: dict[str, int]  # product id -> quantity
+    applied: bool  # the update was applied before (this delivery repeats it)
 
 
 class StockLedger:
@@ -148,6 +155,23 @@ class StockLedger:
     @staticmethod
     def _applied(conn: Connection, update_id: str) -> bool:
         return conn.execute(_APPLIED, {"update_id": update_id}).scalar_one_or_none() is not None
+
+    @staticmethod
+    def _status_in(conn: Connection, order_id: str) -> OrderStatus:
+        status = conn.execute(prepared.ORDER_STATUS, {"order_id": order_id}).scalar_one_or_none()
+        if status is None:
+            raise OrderNotFound(f"no order with id {order_id!r}")
+        return OrderStatus(status)
+
+    def line_check(self, order_id: str, update_id: str) -> LineCheck:
+        """What applying one of an order's stock updates is checked against, in one
+        read: the order's status, its lines, and whether the update was applied."""
+        params = {"order_id": order_id}
+        with reading(self.engine) as conn:
+            status = self._status_in(conn, order_id)
+            lines = conn.execute(prepared.STATE_LINES, params).all()
+            applied = self._applied(conn, update_id)
+        return LineCheck(status, {sku: int(q) for sku, q in lines}, applied)
 
     def mark_dead_lettered(self, update_id: str, *, result: str = "DEAD_LETTERED") -> None:
         """An update that will not be applied (dead-lettered or revoked) is no
