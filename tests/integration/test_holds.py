@@ -6,6 +6,8 @@ import os
 import random
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,16 +43,31 @@ def stuck_in_reserved(store: Store, document: dict[str, Any], *, hold_s: int) ->
     return order.order_id
 
 
+@contextmanager
+def reconciler_lease_held(store: Store) -> Iterator[None]:
+    """The sweep's lease taken by this test (waiting out a sweep that holds it)."""
+    holder = "test_holds"
+    wait_until(lambda: store.take_lease("reconciler", holder, 300), timeout=120,
+               message="the reconciler's lease to be free")
+    try:
+        yield
+    finally:
+        store.take_lease("reconciler", holder, 0)  # runs out now: the next sweep takes it
+
+
 def test_expire_holds_releases_stock_of_a_stalled_order_and_ends_it_failed(
         pipeline: Pipeline) -> None:
     store = pipeline.rt.store
     for sku, (price, quantity) in CATALOG.items():
         store.set_stock(sku, quantity, price=price)
     before = {r["sku"]: r for r in store.stock_levels()}
-    order_id = stuck_in_reserved(store, sample_order("single", 1), hold_s=-1)
-    result = subprocess.run([sys.executable, "-m", "pipeline", "stock", "expire-holds"],
-                            cwd=ROOT, text=True, capture_output=True, timeout=60,
-                            env={**os.environ, **pipeline.env})
+    # The beat lane's sweep expires stale holds too, and would win the race to this
+    # order now and then; holding its lease keeps the sweep off while the CLI runs.
+    with reconciler_lease_held(store):
+        order_id = stuck_in_reserved(store, sample_order("single", 1), hold_s=-1)
+        result = subprocess.run([sys.executable, "-m", "pipeline", "stock", "expire-holds"],
+                                cwd=ROOT, text=True, capture_output=True, timeout=60,
+                                env={**os.environ, **pipeline.env})
     assert result.returncode == 0, result.stderr
     assert f"{order_id}: hold expired" in result.stdout
     view = wait_until(lambda: (v := get_order(order_id))["terminal"] and v, timeout=60,
