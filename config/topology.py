@@ -68,6 +68,9 @@ class QueueSpec:
     # max_receive_count, so it dead-letters with its reasons before SQS's redrive
     # would move the message without any).
     step_attempts: int | None = None
+    # New orders enter through this queue: workers stop receiving from it while
+    # PIPELINE_INTAKE_LIMIT orders are in progress (pipeline.intake).
+    intake: bool = False
 
     @property
     def attempts(self) -> int:
@@ -88,7 +91,9 @@ class QueueSpec:
 QUEUES: tuple[QueueSpec, ...] = (
     QueueSpec(
         "orders", QueueKind.STANDARD, visibility_timeout=300, max_receive_count=3,
-        purpose="validation, inventory fan-out, compensation (normal orders)",
+        intake=True,
+        purpose="validation: new normal orders enter here, held back in SQS while "
+                "PIPELINE_INTAKE_LIMIT orders are in progress",
     ),
     QueueSpec(
         "priority", QueueKind.STANDARD, visibility_timeout=120, max_receive_count=3,
@@ -108,7 +113,8 @@ QUEUES: tuple[QueueSpec, ...] = (
     ),
     QueueSpec(
         "shipping", QueueKind.STANDARD, visibility_timeout=300, max_receive_count=3,
-        purpose="shipment creation and capture (normal orders)",
+        purpose="shipment creation and capture, resumed reservations and releases, "
+                "the reconciler sweep (normal orders)",
     ),
     QueueSpec(
         "notifications", QueueKind.STANDARD, visibility_timeout=60, max_receive_count=2,
@@ -145,8 +151,10 @@ class Task(StrEnum):
 # that is not on a FIFO queue to the priority lane (see lane_for).
 TASK_QUEUE: dict[str, str] = {
     Task.VALIDATE: "orders",
-    Task.RESERVE: "orders",
-    Task.RELEASE: "orders",
+    # Only validation is behind the intake gate: whatever finishes an order in
+    # progress (these two now only resume one, see pipeline.steps) never waits on it.
+    Task.RESERVE: "shipping",
+    Task.RELEASE: "shipping",
     Task.APPLY_LINE: "inventory.fifo",
     Task.RESTOCK: "inventory.fifo",
     Task.AUTHORIZE: "payments",
@@ -155,7 +163,8 @@ TASK_QUEUE: dict[str, str] = {
     Task.CANCEL_SHIPMENT: "shipping",
     Task.NOTIFY: "notifications",
     Task.LANE_PROBE: "notifications",
-    Task.RECONCILE: "orders",
+    # Not behind the intake gate either: the sweep re-drives orders in progress.
+    Task.RECONCILE: "shipping",
 }
 
 

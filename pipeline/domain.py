@@ -29,6 +29,7 @@ from pipeline.keys import ID_PATTERN, stock_update_id
 
 __all__ = [
     "CANCELLABLE",
+    "IN_PROGRESS",
     "PROGRESS",
     "TERMINAL",
     "TRANSITIONS",
@@ -214,6 +215,11 @@ TERMINAL = frozenset({
 })
 
 S = OrderStatus
+
+# Orders the workers are working on: past admission (validation taken), not ended,
+# not parked waiting for a person. pipeline.intake bounds how many there are.
+IN_PROGRESS = frozenset(OrderStatus) - TERMINAL - {OrderStatus.RECEIVED,
+                                                    OrderStatus.NEEDS_ATTENTION}
 TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     S.RECEIVED: frozenset({S.VALIDATED, S.COMPENSATING}),
     S.VALIDATED: frozenset({S.AUTHORIZING, S.COMPENSATING}),

@@ -32,6 +32,7 @@ from pipeline.testing import (
 POSTGRES_ADMIN_URL = os.environ.get(
     "PIPELINE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+INTAKE_LIMIT = 40  # PIPELINE_INTAKE_LIMIT of the integration stacks
 
 
 def _apply_env(env: dict[str, str]) -> None:
@@ -55,7 +56,9 @@ def base_env(emulator: Emulator) -> Iterator[dict[str, str]]:
            "PIPELINE_WAIT_TIME_SECONDS": "2", "PIPELINE_SIMULATION_SEED": "7",
            # Every inventory update may fail transiently: the whole suite
            # runs with FIFO retries in place happening.
-           "PIPELINE_INVENTORY_TRANSIENT_ERROR_RATE": "0.05"}
+           "PIPELINE_INVENTORY_TRANSIENT_ERROR_RATE": "0.05",
+           # Low enough for tests/integration/test_intake.py to reach with filler orders.
+           "PIPELINE_INTAKE_LIMIT": str(INTAKE_LIMIT)}
     saved = {k: os.environ.get(k) for k in [*env, "PIPELINE_DATABASE_URL"]}
     yield env
     restore_environment(saved)

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["STALLED_POLLS", "ages", "received", "stalled", "start_watchdog"]
+__all__ = ["STALLED_POLLS", "ages", "holding", "received", "stalled", "start_watchdog"]
 
 log = logging.getLogger("pipeline.liveness")
 STALLED_POLLS = 4
@@ -34,6 +34,11 @@ _lock = threading.Lock()
 def received(queue: str) -> None:
     with _lock:
         _last[queue] = time.monotonic()
+
+
+def holding(queue: str) -> None:
+    """The consumer is alive and chose not to receive (pipeline.intake): no stall."""
+    received(queue)
 
 
 def ages(queues: list[str], now: float | None = None) -> dict[str, float]:

@@ -11,6 +11,7 @@ over SNS are in pipeline.sqs.broadcast; here:
   not run (a warm shutdown restoring what it prefetched, a requeue): kombu
   hides it for wait_time_seconds more; here it becomes visible at once, so
   SIGTERM leaves nothing invisible for the next worker to wait on.
+* The intake queue is not polled while pipeline.intake holds new orders back.
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ from botocore.exceptions import (
 from kombu.transport import SQS, virtual
 from vine import promise
 
+from pipeline import intake
 from pipeline.errors import FifoGroupMissing
 from pipeline.sqs import liveness
 from pipeline.sqs.broadcast import BroadcastChannel
 from pipeline.sqs.eventloop import run_soon
 
 # Overrides below reach into kombu's SQS channel (_put, _on_messages_ready,
-# _loop1, _get_from_sqs, _lookup, ...): checked against this release only.
+# _loop1, _schedule_queue, _get_from_sqs, _lookup, ...): checked against this release only.
 KOMBU_SERIES = "5.7."
 if not kombu.__version__.startswith(KOMBU_SERIES):
     raise ImportError(f"pipeline.sqs.transport was written for kombu {KOMBU_SERIES}x, "
@@ -172,6 +174,19 @@ class Channel(BroadcastChannel):
             self.__dict__["_receive_failed"] = True
             return 0
         return super()._on_messages_ready(queue, qname, messages)
+
+    # --- admission control: the intake queue waits while the lanes are full ---
+    # The gate's count is one indexed COUNT on the event loop, at most every
+    # RECHECK_S: cheaper than a thread hop, and a slow store only delays the poll.
+    def _schedule_queue(self, queue: str) -> None:
+        gate = intake.gate_for(queue)
+        hub = self.hub
+        if (gate is not None and hub is not None and queue in self._active_queues
+                and not gate.admits()):
+            liveness.holding(queue)
+            hub.call_later(gate.recheck_s, self._schedule_queue, queue)
+            return
+        super()._schedule_queue(queue)
 
     def _loop1(self, queue: str, messages_fetched: Any = None) -> None:
         hub = self.hub

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from pipeline.domain import WINDING_DOWN, Order, OrderStatus, can_transition
+from pipeline.domain import IN_PROGRESS, WINDING_DOWN, Order, OrderStatus, can_transition
 from pipeline.errors import OrderConflict, OrderNotFound
 from pipeline.services.breaker_state import BreakerRow, BreakerState
 from pipeline.store import outbox, prepared
@@ -274,6 +274,12 @@ class Store(StockLedger):
                 select(t.orders.c.status, func.count()).group_by(t.orders.c.status)
             ).all()
         return {status: count for status, count in rows}
+
+    def orders_in_progress(self) -> int:
+        """Orders admitted and not yet ended (pipeline.intake); the status index serves it."""
+        with reading(self.engine) as conn:
+            return int(conn.execute(select(func.count()).select_from(t.orders).where(
+                t.orders.c.status.in_(sorted(IN_PROGRESS)))).scalar_one())
 
     # -------------------------------------------------------------- timeline
     def record_step(self, order_id: str, step: str, attempt: int, worker: str, *,
