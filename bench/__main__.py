@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import ceiling, fifo, orders, profile, report, seedstyle, sql
+from bench import ceiling, fifo, orders, overload, profile, report, seedstyle, sql
 from bench.workload import SNS_PRICE, SQS_PRICE, Load
 from config.settings import PROJECT_ROOT
 
@@ -174,12 +174,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="small smoke run")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--only", choices=("fifo", "orders", "sql", "ceiling", "profile"),
+    parser.add_argument("--only", choices=("fifo", "orders", "overload", "sql", "ceiling",
+                                           "profile"),
                         action="append", help="run only these sections")
     parser.add_argument("--system", choices=SYSTEMS, action="append",
                         help="orders: run only these systems")
     args = parser.parse_args()
-    sections = set(args.only or ("fifo", "orders", "sql", "ceiling", "profile"))
+    sections = set(args.only or ("fifo", "orders", "overload", "sql", "ceiling", "profile"))
     work_dir = args.out / "work"
     started = time.monotonic()
     loads, systems, updates = plan(args.quick)
@@ -206,6 +207,14 @@ def main() -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         report.chart(rows, args.out / "bench.png")
         body += ["![throughput against latency](bench.png)", ""]
+    if "overload" in sections:
+        seconds, burst = (15.0, 150) if args.quick else (45.0, 600)
+        rows = overload.section(work_dir, seconds=seconds, burst=burst)
+        data["overload"] = rows
+        args.out.mkdir(parents=True, exist_ok=True)
+        overload.chart(rows, args.out / "overload.png")
+        body += ["## Overload: 1x, 2x and 4x capacity", "", *overload.lines(rows, seconds), "",
+                 "![goodput against offered load](overload.png)", ""]
     if "sql" in sections:
         result = sql.scenario(50 if args.quick else 200)
         data["sql"] = result

@@ -34,6 +34,7 @@ class Config:
     stock: bool  # stock Celery 5.7 defaults instead of the project's tuning
     tracing: bool = False  # every process exports spans (pipeline.tracing) to a receiver
     trace_sql: bool = True  # ... SQL statements included
+    env: tuple[tuple[str, str], ...] = ()  # settings of this configuration
 
 
 CONFIGS = {
@@ -44,6 +45,9 @@ CONFIGS = {
                          tracing=True),
     "tracing-nosql": Config("pipeline, tracing on, no SQL spans", events=False, flower=False,
                             stock=False, tracing=True, trace_sql=False),
+    # Admission control off (pipeline.intake): what the overload section compares.
+    "intake-off": Config("pipeline, no intake limit", events=False, flower=False, stock=False,
+                         env=(("PIPELINE_INTAKE_LIMIT", "0"),)),
 }
 
 
@@ -60,7 +64,7 @@ def run(work_dir: Path, config: Config, load: Load) -> dict[str, Any]:
     tag = f"orders-{config.name.split(',')[0].split()[0]}-{load.label.replace('/', 'ps')}"
     tag = tag.replace(" ", "")
     env = {"PIPELINE_EVENTS": str(config.events).lower(),
-           "PIPELINE_FLOWER_PORT": str(free_port())}
+           "PIPELINE_FLOWER_PORT": str(free_port()), **dict(config.env)}
     with ExitStack() as scope:
         if config.tracing:  # the load's process (the producer) traces too
             receiver = scope.enter_context(receiving())
@@ -93,12 +97,8 @@ def _run(work_dir: Path, config: Config, load: Load, tag: str,
 
 
 def scenario(work_dir: Path, config_key: str, load: Load) -> dict[str, Any]:
-    args = ["--config", config_key, "--work-dir", str(work_dir)]
-    if load.rate is None:
-        args += ["--burst", str(load.count)]
-    else:
-        args += ["--rate", str(load.rate), "--seconds", str(load.seconds)]
-    return in_subprocess("bench.orders", *args, timeout=600)
+    args = ["--config", config_key, "--work-dir", str(work_dir), *load.arguments()]
+    return in_subprocess("bench.orders", *args, timeout=600 + (load.drain_s or 0))
 
 
 def main() -> None:
@@ -107,9 +107,10 @@ def main() -> None:
     parser.add_argument("--rate", type=float)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--burst", type=int, default=0)
+    parser.add_argument("--drain-timeout", type=float, help="s to wait for the last order")
     parser.add_argument("--work-dir", type=Path, required=True)
     args = parser.parse_args()
-    load = Load(None, count=args.burst) if args.burst else Load(args.rate, args.seconds)
+    load = Load.from_arguments(args)
     print(json.dumps(run(args.work_dir, CONFIGS[args.config], load)))
 
 

@@ -158,10 +158,8 @@ def run(work_dir: Path, load: Load) -> dict[str, Any]:
 
 
 def scenario(work_dir: Path, load: Load) -> dict[str, Any]:
-    args = ["--work-dir", str(work_dir)]
-    args += (["--burst", str(load.count)] if load.rate is None
-             else ["--rate", str(load.rate), "--seconds", str(load.seconds)])
-    return in_subprocess("bench.seedstyle", *args, timeout=600)
+    args = ["--work-dir", str(work_dir), *load.arguments()]
+    return in_subprocess("bench.seedstyle", *args, timeout=600 + (load.drain_s or 0))
 
 
 def main() -> None:
@@ -170,12 +168,13 @@ def main() -> None:
     parser.add_argument("--rate", type=float)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--burst", type=int, default=0)
+    parser.add_argument("--drain-timeout", type=float, help="s to wait for the last order")
     parser.add_argument("--work-dir", type=Path)
     args = parser.parse_args()
     if args.consume:
         consume(args.consume)
         return
-    load = Load(None, count=args.burst) if args.burst else Load(args.rate, args.seconds)
+    load = Load.from_arguments(args)
     print(json.dumps(run(args.work_dir, load)))
 
 

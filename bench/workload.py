@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import select
 
 from bench.harness import Stack
+from bench.window import Window
 from pipeline.demo import ADDRESS, CATALOG
 from pipeline.store import Store
 from pipeline.store import schema as t
@@ -42,6 +43,7 @@ class Load:
     rate: float | None
     seconds: float = 0.0
     count: int = 0
+    drain_s: float | None = None  # how long to wait for the last order (None: a default)
 
     @property
     def orders(self) -> int:
@@ -50,6 +52,18 @@ class Load:
     @property
     def label(self) -> str:
         return f"burst {self.count}" if self.rate is None else f"{self.rate:g}/s"
+
+    def arguments(self) -> list[str]:
+        """This load as a scenario's command-line arguments (`from_arguments`)."""
+        args = (["--burst", str(self.count)] if self.rate is None
+                else ["--rate", str(self.rate), "--seconds", str(self.seconds)])
+        return args + (["--drain-timeout", str(self.drain_s)] if self.drain_s else [])
+
+    @classmethod
+    def from_arguments(cls, args: Any) -> Load:
+        if args.burst:
+            return cls(None, count=args.burst, drain_s=args.drain_timeout)
+        return cls(args.rate, args.seconds, drain_s=args.drain_timeout)
 
 
 def bench_order(n: int) -> dict[str, Any]:
@@ -198,14 +212,18 @@ def per_order(counts: dict[str, int], orders: int) -> dict[str, Any]:
 def run_load(s: Stack, system: str, load: Load,
              submit: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
     """Drive `load` through `submit` on a started stack and measure the run: latency,
-    requests per order counted from the load's start, CPU per order per process."""
+    requests per order counted from the load's start, CPU per order per process, and
+    (for an arrival rate) the steady state and the drain (bench.window)."""
     store = s.rt.store
     reset_requests(s.emulator.endpoint)
     cpu_before = s.cpu()
     started = time.monotonic()
     load_cpu: list[float] = []
+    window = Window.open(s, load.rate, load.seconds)
     ids, lag = drive(load, submit, cpu=load_cpu)
-    completed = wait_terminal(store, ids, 90.0 if load.rate is None else 60.0)
+    window.close(s)
+    completed = wait_terminal(store, ids, load.drain_s or (
+        90.0 if load.rate is None else 60.0))
     wall = time.monotonic() - started
     counts = requests(s.emulator.endpoint)
     cpu = {k: v - cpu_before.get(k, 0.0) for k, v in s.cpu().items()}
@@ -221,4 +239,5 @@ def run_load(s: Stack, system: str, load: Load,
                                          if k not in ("emulator", "load")) / done * 1000, 2),
         # Every process of the run: workers, relay (and Flower), emulator, load generator.
         "allCpuMsPerOrder": round(sum(cpu.values()) / done * 1000, 2),
+        "overload": window.measure(store, ids),
     }
