@@ -1,6 +1,6 @@
 """`make chaos`: 2,000 orders through every fault at once, on SQLite and PostgreSQL.
 
-Faults (pipeline.chaos): a SIGKILL of a random worker process every 2 s (every
+Faults (pipeline.dev.chaos): a SIGKILL of a random worker process every 2 s (every
 fifth one the whole worker, main process included); the emulator frozen 10 s and
 restarted on its persisted state, twice; 20 % transient gateway faults; message
 loss: 1 % of the messages a controller receives behind the workers' backs are
@@ -32,9 +32,9 @@ from sqlalchemy import func, select
 
 from config.settings import PROJECT_ROOT
 from config.topology import QUEUES
-from pipeline.audit import audit
-from pipeline.chaos import Chaos
-from pipeline.demo import CATALOG, KINDS, sample_order
+from pipeline.dev.chaos import Chaos
+from pipeline.dev.demo import CATALOG, KINDS, sample_order
+from pipeline.ops.audit import audit
 from pipeline.store import Store, create_db_engine
 from pipeline.store import schema as t
 from pipeline.store.db import reading
@@ -80,7 +80,7 @@ def _garbage(chaos: Chaos, per_queue: int) -> dict[str, Any]:
     """`per_queue` hostile bodies on every work queue, with the lanes that just went
     through the chaos: none may die of them, each must be in its DLQ with a reason."""
     from config.settings import Settings
-    from pipeline import dlq
+    from pipeline.ops import dlq
     from pipeline.testing import hostile_bodies, queue_depth, send_to_work_queues
 
     settings = Settings(queue_prefix=chaos.env["PIPELINE_QUEUE_PREFIX"],

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from bench.harness import describe, in_subprocess, procfile_line, stack, wait_for
-from pipeline.procfile import ProcLine
+from pipeline.dev.procfile import ProcLine
 from pipeline.services.inventory import StockOp, StockUpdate
 from pipeline.store import schema as t
 from pipeline.store.db import reading

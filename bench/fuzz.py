@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from config.settings import PROJECT_ROOT
-from pipeline.demo import sample_order
+from pipeline.dev.demo import sample_order
 from pipeline.domain import parse_order
 from pipeline.errors import InvalidOrder
 

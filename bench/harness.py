@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from config.settings import PROJECT_ROOT, load_settings
-from pipeline.procfile import ProcessGroup, ProcLine, read_procfile
+from pipeline.dev.procfile import ProcessGroup, ProcLine, read_procfile
 from pipeline.runtime import Runtime, get_runtime, reset_runtime
 from pipeline.sqs.emulator import Emulator, start_emulator
 from pipeline.sqs.provision import provision

@@ -22,7 +22,7 @@ from typing import Any
 from bench.harness import in_subprocess, stack
 from bench.workload import Load, run_load, stock_up
 from pipeline.dev.otlp import receiving
-from pipeline.procfile import ProcLine, read_procfile
+from pipeline.dev.procfile import ProcLine, read_procfile
 from pipeline.testing import WORKER_LANES, free_port
 
 
@@ -45,7 +45,7 @@ CONFIGS = {
                          tracing=True),
     "tracing-nosql": Config("pipeline, tracing on, no SQL spans", events=False, flower=False,
                             stock=False, tracing=True, trace_sql=False),
-    # Admission control off (pipeline.intake): what the overload section compares.
+    # Admission control off (pipeline.worker.intake): what the overload section compares.
     "intake-off": Config("pipeline, no intake limit", events=False, flower=False, stock=False,
                          env=(("PIPELINE_INTAKE_LIMIT", "0"),)),
 }
@@ -55,7 +55,7 @@ def stock_line(line: ProcLine) -> ProcLine:
     """A Procfile worker line on the stock app, with Celery's default prefetch."""
     command = (line.command.replace("-A pipeline.app", "-A bench.stock_app")
                .replace(" --prefetch-multiplier 8", "")
-               .replace("env CELERY_CUSTOM_WORKER_POOL=pipeline.worker_pool:ThreadPool ", "")
+               .replace("env CELERY_CUSTOM_WORKER_POOL=pipeline.worker.pool:ThreadPool ", "")
                .replace("-P custom", "-P threads"))
     return ProcLine(line.name, command)
 
@@ -90,7 +90,7 @@ def _run(work_dir: Path, config: Config, load: Load, tag: str,
         if config.flower:
             s.start(lines["flower"])
         from pipeline.api import submit_order
-        from pipeline.demo import wait_for_lanes
+        from pipeline.dev.demo import wait_for_lanes
 
         wait_for_lanes(timeout=120)
         return run_load(s, config.name, load, submit_order)

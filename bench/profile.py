@@ -18,7 +18,7 @@ from typing import Any
 
 from bench.harness import in_subprocess, stack
 from bench.workload import Load, drive, stock_up, wait_terminal
-from pipeline.procfile import read_procfile
+from pipeline.dev.procfile import read_procfile
 from pipeline.testing import WORKER_LANES
 
 # Checked in order: a sample counts for the first bucket one of its frames matches.
@@ -58,7 +58,7 @@ def run(work_dir: Path, lane: str, rate: float, seconds: float) -> dict[str, Any
         for name in (*WORKER_LANES, "relay"):
             s.start(lines[name])
         from pipeline.api import submit_order
-        from pipeline.demo import wait_for_lanes
+        from pipeline.dev.demo import wait_for_lanes
 
         wait_for_lanes(timeout=120)
         pid = next(r.process.pid for r in s.workers.running if r.line.name == lane)

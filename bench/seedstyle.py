@@ -27,8 +27,8 @@ from typing import Any, Protocol
 from bench.harness import in_subprocess, stack, wait_for
 from bench.workload import Load, requests, run_load, stock_up
 from pipeline import workflow
+from pipeline.dev.procfile import ProcLine, read_procfile
 from pipeline.domain import OrderStatus, StockOp
-from pipeline.procfile import ProcLine, read_procfile
 from pipeline.runtime import get_runtime
 from pipeline.services import inventory, notification, payment, shipping, validation
 from pipeline.services.breaker import GuardedGateway

@@ -1,7 +1,7 @@
 """The pipeline's own workflow on stock Celery 5.7 / kombu 5.7 defaults (bench baseline).
 
 What `make bench` compares the project's tuning against: kombu's own SQS
-transport and Celery's consumer (none of pipeline.sqs / pipeline.worker),
+transport and Celery's consumer (none of pipeline.sqs / pipeline.worker.consumer),
 polling_interval 1 s, prefetch multiplier 4, early ack, kombu's default
 wait_time_seconds (10 s), no events. Run as ``celery -A bench.stock_app worker``.
 Not for production: early ack loses a task whose worker dies.

@@ -27,7 +27,7 @@ from sqlalchemy import select
 
 from bench.harness import Stack
 from bench.window import Window
-from pipeline.demo import ADDRESS, CATALOG
+from pipeline.dev.demo import ADDRESS, CATALOG
 from pipeline.store import Store
 from pipeline.store import schema as t
 from pipeline.store.db import reading

@@ -77,8 +77,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_url": broker_url(settings),
         # kombu's SQS transport plus a refusal of FIFO publishes without a group.
         "broker_transport": "pipeline.sqs.transport:Transport",
-        # Garbage on a queue is dead-lettered with a reason (pipeline.worker).
-        "worker_consumer": "pipeline.worker:Consumer",
+        # Garbage on a queue is dead-lettered with a reason (pipeline.worker.consumer).
+        "worker_consumer": "pipeline.worker.consumer:Consumer",
         "broker_transport_options": transport_options,
         "broker_connection_timeout": settings.connect_timeout_s,
         "broker_connection_retry_on_startup": True,

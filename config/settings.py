@@ -76,13 +76,13 @@ class Settings(BaseSettings):
         "Event, mailbox and reply queues whose owner stopped renewing this long ago "
         "are removed by the janitor."))
 
-    # --- Overload (pipeline.intake) ---------------------------------------------
+    # --- Overload (pipeline.worker.intake) ---------------------------------------------
     intake_limit: int = Field(default=150, ge=0, le=1_000_000, description=(
         "Orders in progress at which workers stop receiving new orders from the intake "
         "queue (they wait in SQS) until 80 % of it is left; 0: no limit. Past capacity, "
         "the lanes then finish the orders they hold instead of spreading over more."))
 
-    # --- Reconciler and maintenance (Celery beat; pipeline.reconcile) ------------
+    # --- Reconciler and maintenance (Celery beat; pipeline.ops.reconcile) ------------
     reconcile_interval_s: float = Field(default=30.0, gt=0, le=3600, description=(
         "How often beat runs the reconciler sweep (and the hold expiry)."))
     reconcile_slack_s: float = Field(default=60.0, ge=0, le=86_400, description=(

@@ -69,7 +69,7 @@ class QueueSpec:
     # would move the message without any).
     step_attempts: int | None = None
     # New orders enter through this queue: workers stop receiving from it while
-    # PIPELINE_INTAKE_LIMIT orders are in progress (pipeline.intake).
+    # PIPELINE_INTAKE_LIMIT orders are in progress (pipeline.worker.intake).
     intake: bool = False
 
     @property

@@ -108,7 +108,7 @@ def _fresh_resources_after_fork(**_: Any) -> None:
     from pipeline.runtime import reset_runtime
 
     reset_runtime(close=False)
-    from pipeline.warmup import warm_in_background
+    from pipeline.worker.warmup import warm_in_background
 
     warm_in_background(app)
 
@@ -119,7 +119,7 @@ def _warm_in_process_pool(sender: Any = None, **_: Any) -> None:
     # themselves after the fork (above).
     from celery.concurrency.prefork import TaskPool as PreforkPool
 
-    from pipeline.warmup import warm_in_background
+    from pipeline.worker.warmup import warm_in_background
 
     if not isinstance(getattr(sender, "pool", None), PreforkPool):
         warm_in_background(app)

@@ -217,7 +217,7 @@ TERMINAL = frozenset({
 S = OrderStatus
 
 # Orders the workers are working on: past admission (validation taken), not ended,
-# not parked waiting for a person. pipeline.intake bounds how many there are.
+# not parked waiting for a person. pipeline.worker.intake bounds how many there are.
 IN_PROGRESS = frozenset(OrderStatus) - TERMINAL - {OrderStatus.RECEIVED,
                                                     OrderStatus.NEEDS_ATTENTION}
 TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {

@@ -161,8 +161,8 @@ class InMemoryPipeline:
     def context(self, **delivery: Any) -> Any:
         """The StepContext of one delivery (`delivery`: attempt, sequence, ...)."""
         from pipeline import steps
+        from pipeline.breaker_state import BreakerConfig
         from pipeline.services.breaker import Breaker, GuardedGateway
-        from pipeline.services.breaker_state import BreakerConfig
         from pipeline.services.simulators import Faults, SimulatedCarrier, SimulatedGateway
         from pipeline.services.validation import Rules
 

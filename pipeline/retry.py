@@ -1,6 +1,6 @@
 """The retry decision, as a pure function of the error and the attempt.
 
-A step's worker applies the decision (pipeline.worker.step); nothing here
+A step applies the decision (pipeline.steps, tasks/base.py); nothing here
 touches SQS or Celery, so the whole table is unit-tested:
 
 * a permanent error (pipeline.errors.PermanentError) gives up at once;

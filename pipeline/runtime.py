@@ -18,8 +18,8 @@ import boto3
 from botocore.config import Config
 
 from config.settings import Settings, load_settings
+from pipeline.breaker_state import BreakerConfig
 from pipeline.services.breaker import Breaker, GuardedGateway
-from pipeline.services.breaker_state import BreakerConfig
 from pipeline.services.simulators import Faults, SimulatedCarrier, SimulatedGateway
 from pipeline.services.validation import Rules
 from pipeline.sqs.heartbeat import VisibilityKeeper

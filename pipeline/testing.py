@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from sqlalchemy import create_engine, text
 
 from config.settings import PROJECT_ROOT
-from pipeline.procfile import ProcessGroup, read_procfile
+from pipeline.dev.procfile import ProcessGroup, read_procfile
 
 T = TypeVar("T")
 WORKER_LANES = ("orders", "payments", "inventory", "notifications", "priority")
@@ -50,7 +50,7 @@ def run_cli(env: dict[str, str], *args: str, stdin: str | None = None,
 
 def stock_catalog(store: Any, times: int = 1) -> None:
     """Put the demo catalog in stock (`times` its demo quantities)."""
-    from pipeline.demo import CATALOG
+    from pipeline.dev.demo import CATALOG
 
     for sku, (price, quantity) in CATALOG.items():
         store.set_stock(sku, quantity * times, price=price)

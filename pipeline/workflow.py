@@ -20,7 +20,7 @@ undo, whether an undo is done. The steps use it after each attempt, and the
 reconciler uses the same functions to re-drive an order whose messages were
 lost, so progress always comes from the store, never from a queue.
 Consecutive steps are published as one Celery chain (a canvas); fan-outs are
-one FIFO message per line. No Celery import: pipeline.worker.dispatch turns
+one FIFO message per line. No Celery import: pipeline.worker.consumer.dispatch turns
 these descriptions into signatures.
 """
 

@@ -151,7 +151,7 @@ class OrderStep(Task):
 
     def dead_letter(self, rt: Runtime, delivery: Delivery, task: TaskName,
                     args: tuple[Any, ...], error: BaseException, decision: GiveUp) -> None:
-        from pipeline.quarantine import send_to_dlq
+        from pipeline.ops.quarantine import send_to_dlq
 
         if delivery.body is None or delivery.spec is None:
             log.error("%s[%s] gave up and cannot be dead-lettered (no SQS delivery): %s",

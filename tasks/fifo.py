@@ -1,7 +1,7 @@
 """FIFO steps: per-group serialization inside the worker.
 
 A task on FifoStep gets a Celery execution strategy that passes each request
-through the consumer's GroupGate (pipeline.group_gate) before the pool: so
+through the consumer's GroupGate (pipeline.worker.group_gate) before the pool: so
 messages of one product never overlap and run in SQS sequence order, while
 different products run in parallel on every execution slot. Celery offers
 the task `Strategy` as its extension point; the stock strategy is reused
@@ -20,13 +20,13 @@ from celery.worker import state as worker_state
 from celery.worker.strategy import default as default_strategy
 
 from config.topology import queue_by_name
-from pipeline.group_gate import GroupGate
 from pipeline.keys import handback_key
-from pipeline.quarantine import queue_name_of
+from pipeline.ops.quarantine import queue_name_of
 from pipeline.runtime import get_runtime
 from pipeline.sqs.delivery import Delivery
 from pipeline.sqs.eventloop import run_soon
 from pipeline.store.operations import claim, claimed_like
+from pipeline.worker.group_gate import GroupGate
 from tasks.base import OrderStep
 
 # The stock strategy is wrapped, not copied: its signature and the request's

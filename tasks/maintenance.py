@@ -4,7 +4,7 @@ Every PIPELINE_RECONCILE_INTERVAL_S beat sends one `reconcile` message to the
 orders lane. The sweep runs under a lease in the store, so two beats started
 by mistake (two messages per interval) still sweep once: the second finds the
 lease held and skips. Each sweep re-drives orders without progress
-(pipeline.reconcile) and expires reservation holds of orders stuck before
+(pipeline.ops.reconcile) and expires reservation holds of orders stuck before
 shipment (PIPELINE_RESERVATION_HOLD_S; `pipeline stock expire-holds` is the
 manual form). The transient-queue janitor needs no schedule here: every
 process holding a transient queue runs it each lease period.
@@ -19,7 +19,7 @@ from typing import Any
 from config.topology import Task
 from pipeline import steps
 from pipeline.app import app
-from pipeline.reconcile import deadlines, reconcile
+from pipeline.ops.reconcile import deadlines, reconcile
 from pipeline.runtime import get_runtime
 from pipeline.services import inventory
 

@@ -16,7 +16,7 @@ import pytest
 
 from config.settings import load_settings
 from config.topology import QUEUES
-from pipeline.procfile import ProcessGroup
+from pipeline.dev.procfile import ProcessGroup
 from pipeline.runtime import Runtime, get_runtime, reset_runtime
 from pipeline.sqs.emulator import Emulator, start_emulator
 from pipeline.sqs.provision import provision
@@ -106,7 +106,7 @@ def pipeline(request: pytest.FixtureRequest, base_env: dict[str, str],
         stack.callback(_purge_all, rt)
         log_dir = ARTIFACTS / f"logs-{backend}"
         lanes = stack.enter_context(worker_lanes(env, log_dir))
-        from pipeline.demo import wait_for_lanes
+        from pipeline.dev.demo import wait_for_lanes
 
         wait_for_lanes(timeout=120)
         yield Pipeline(backend, env, log_dir, lanes)

@@ -62,7 +62,7 @@ class Snapshot:
     breakers: list[dict[str, Any]]
     products_in_flight: list[dict[str, Any]]
     orders_by_status: dict[str, int]
-    outbox_parked: int = 0  # events SNS refuses for good (see pipeline.relay)
+    outbox_parked: int = 0  # events SNS refuses for good (see pipeline.ops.relay)
     consumers: list[dict[str, Any]] = field(default_factory=list)  # last receive per queue
     notes: list[str] = field(default_factory=list)
 

@@ -3,7 +3,7 @@
 Derived from the same tables as `pipeline provision`, `pipeline iam-policy` and
 `provision --alarms`, by calling them: each queue's attributes are provision's
 own (`_desired`), the alarms are `alarm_specs`, the managed policies are
-`pipeline.iam.policy`. What those functions build for one environment is built
+`pipeline.ops.iam.policy`. What those functions build for one environment is built
 here once with placeholders, which become `Fn::Sub` strings over the stack's
 `Prefix` parameter, its region and its account. So a stack made from this
 template is what `pipeline provision --check` expects (tests/unit/test_cloudformation.py
@@ -125,7 +125,7 @@ def _dashboard() -> dict[str, Any]:
 
 
 def _policies(settings: Settings) -> dict[str, Any]:
-    from pipeline.iam import policy, roles
+    from pipeline.ops.iam import policy, roles
 
     placeholder = _placeholder_settings(settings)
     resources = {}

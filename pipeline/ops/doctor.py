@@ -149,7 +149,7 @@ class Doctor:
 
     def _lanes(self, settings: Settings) -> None:
         from pipeline.app import app
-        from pipeline.iam import worker_lanes
+        from pipeline.ops.iam import worker_lanes
 
         if not settings.events:
             self._add("lanes", None, "not run: PIPELINE_EVENTS=false (no remote control)")
@@ -166,7 +166,7 @@ class Doctor:
                       + ", ".join(sorted(map(str, replies))))
 
     def _consumers(self, rt: Any) -> None:
-        from pipeline.iam import worker_lanes
+        from pipeline.ops.iam import worker_lanes
 
         limit = 3 * (rt.settings.wait_time_seconds + 10)  # the watchdog's own threshold x3
         ages = rt.store.consumer_ages(reported_within_s=CONSUMER_REPORT_S)

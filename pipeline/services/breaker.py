@@ -1,6 +1,6 @@
 """The payment gateway's circuit breaker, its state shared through the store.
 
-Decisions are in pipeline.services.breaker_state; this applies them with the
+Decisions are in pipeline.breaker_state; this applies them with the
 store's compare-and-set, so two workers never both probe a half-open breaker.
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, TypeVar
 
+from pipeline.breaker_state import BreakerConfig, BreakerRow, after_call, before_call
 from pipeline.errors import CircuitOpen, RetryableError
-from pipeline.services.breaker_state import BreakerConfig, BreakerRow, after_call, before_call
 from pipeline.services.simulators import SimulatedGateway
 from pipeline.store import Store
 from pipeline.store.clock import now

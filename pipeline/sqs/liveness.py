@@ -37,7 +37,7 @@ def received(queue: str) -> None:
 
 
 def holding(queue: str) -> None:
-    """The consumer is alive and chose not to receive (pipeline.intake): no stall."""
+    """The consumer is alive and chose not to receive (pipeline.worker.intake): no stall."""
     received(queue)
 
 

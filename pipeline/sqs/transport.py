@@ -11,7 +11,7 @@ over SNS are in pipeline.sqs.broadcast; here:
   not run (a warm shutdown restoring what it prefetched, a requeue): kombu
   hides it for wait_time_seconds more; here it becomes visible at once, so
   SIGTERM leaves nothing invisible for the next worker to wait on.
-* The intake queue is not polled while pipeline.intake holds new orders back.
+* The intake queue is not polled while pipeline.worker.intake holds new orders back.
 """
 
 from __future__ import annotations
@@ -31,11 +31,11 @@ from botocore.exceptions import (
 from kombu.transport import SQS, virtual
 from vine import promise
 
-from pipeline import intake
 from pipeline.errors import FifoGroupMissing
 from pipeline.sqs import liveness
 from pipeline.sqs.broadcast import BroadcastChannel
 from pipeline.sqs.eventloop import run_soon
+from pipeline.worker import intake
 
 # Overrides below reach into kombu's SQS channel (_put, _on_messages_ready,
 # _loop1, _schedule_queue, _get_from_sqs, _lookup, ...): checked against this release only.
@@ -96,7 +96,7 @@ class Channel(BroadcastChannel):
         body (10 kB of '[') raised RecursionError out of the consumer and killed
         the worker, every restart again. Any failure now means "not a kombu
         envelope": Celery's consumer sees no task and dead-letters it
-        (pipeline.worker) with its raw body."""
+        (pipeline.worker.consumer) with its raw body."""
         try:
             return super()._prepare_json_payload(text)
         except Exception as error:
@@ -140,7 +140,7 @@ class Channel(BroadcastChannel):
         return result
 
     def _unreadable(self, queue: str, raw_message: Any, error: BaseException) -> None:
-        from pipeline.quarantine import garbage_reason, queue_name_of, send_to_dlq
+        from pipeline.ops.quarantine import garbage_reason, queue_name_of, send_to_dlq
         from pipeline.runtime import get_runtime
 
         try:

@@ -16,9 +16,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from pipeline.breaker_state import BreakerRow, BreakerState
 from pipeline.domain import IN_PROGRESS, WINDING_DOWN, Order, OrderStatus, can_transition
 from pipeline.errors import OrderConflict, OrderNotFound
-from pipeline.services.breaker_state import BreakerRow, BreakerState
 from pipeline.store import outbox, prepared
 from pipeline.store import schema as t
 from pipeline.store.clock import aware, now
@@ -276,7 +276,7 @@ class Store(StockLedger):
         return {status: count for status, count in rows}
 
     def orders_in_progress(self) -> int:
-        """Orders admitted and not yet ended (pipeline.intake); the status index serves it."""
+        """Orders admitted and not yet ended (pipeline.worker.intake), by the status index."""
         with reading(self.engine) as conn:
             return int(conn.execute(select(func.count()).select_from(t.orders).where(
                 t.orders.c.status.in_(sorted(IN_PROGRESS)))).scalar_one())

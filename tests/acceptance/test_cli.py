@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.demo import sample_order
+from pipeline.dev.demo import sample_order
 from pipeline.testing import wait_until
 from tests.fixtures import Pipeline
 

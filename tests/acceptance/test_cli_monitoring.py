@@ -7,8 +7,8 @@ import urllib.request
 
 import pytest
 
-from pipeline.demo import sample_order
-from pipeline.procfile import ProcLine
+from pipeline.dev.demo import sample_order
+from pipeline.dev.procfile import ProcLine
 from pipeline.testing import free_port, wait_until
 from tests.fixtures import Pipeline
 

@@ -26,7 +26,7 @@ from decimal import Decimal
 from itertools import pairwise
 from pathlib import Path
 
-from pipeline.demo import CATALOG, sample_order
+from pipeline.dev.demo import CATALOG, sample_order
 from pipeline.domain import OrderStatus as S
 from pipeline.domain import parse_order
 from pipeline.services import notification

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from pipeline import get_order, submit_order
-from pipeline.demo import CATALOG, sample_order
-from pipeline.procfile import read_procfile
+from pipeline.dev.demo import CATALOG, sample_order
+from pipeline.dev.procfile import read_procfile
 from pipeline.testing import wait_until
 from tests.fixtures import Pipeline
 

@@ -1,7 +1,7 @@
 """Chaos: orders keep flowing while worker processes are SIGKILLed, the emulator is
 frozen for 10 s and restarted on its persisted state, messages are destroyed
 behind the workers' backs, and the gateway fails 20 % of calls transiently. Every
-order must end, with a clean audit (pipeline.chaos drives the faults; `make chaos`
+order must end, with a clean audit (pipeline.dev.chaos drives the faults; `make chaos`
 is the long version)."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from pipeline.audit import audit
-from pipeline.chaos import Chaos
-from pipeline.demo import CATALOG, KINDS, sample_order
+from pipeline.dev.chaos import Chaos
+from pipeline.dev.demo import CATALOG, KINDS, sample_order
+from pipeline.ops.audit import audit
 from pipeline.store import Store, create_db_engine, outbox
 from pipeline.store import schema as t
 from pipeline.store.db import reading

@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 
 from config.topology import Task
-from pipeline import dlq, get_order
+from pipeline import get_order
 from pipeline.app import app
-from pipeline.demo import sample_order, wait_for_lanes
+from pipeline.dev.demo import sample_order, wait_for_lanes
 from pipeline.domain import OrderStatus, parse_order
+from pipeline.ops import dlq
 from pipeline.testing import wait_until
 from tests.fixtures import Pipeline
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from pipeline.demo import sample_order
+from pipeline.breaker_state import BreakerConfig
+from pipeline.dev.demo import sample_order
 from pipeline.errors import CircuitOpen, GatewayUnavailable
 from pipeline.services.breaker import Breaker, GuardedGateway
-from pipeline.services.breaker_state import BreakerConfig
 from pipeline.services.simulators import Faults, SimulatedGateway
 from pipeline.store import Store, create_db_engine, create_schema
 from pipeline.store import schema as t

@@ -18,9 +18,9 @@ import pytest
 from sqlalchemy import func, select
 
 from pipeline import restock, submit_order
-from pipeline.audit import audit
-from pipeline.demo import ADDRESS
-from pipeline.procfile import read_procfile
+from pipeline.dev.demo import ADDRESS
+from pipeline.dev.procfile import read_procfile
+from pipeline.ops.audit import audit
 from pipeline.store import Store
 from pipeline.store import schema as t
 from pipeline.testing import wait_until

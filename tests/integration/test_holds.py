@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 
 from pipeline import get_order
-from pipeline.demo import CATALOG, sample_order
+from pipeline.breaker_state import BreakerConfig
+from pipeline.dev.demo import CATALOG, sample_order
 from pipeline.domain import OrderStatus, parse_order
 from pipeline.services import inventory, shipping
 from pipeline.services.breaker import Breaker, GuardedGateway
-from pipeline.services.breaker_state import BreakerConfig
 from pipeline.services.simulators import Faults, SimulatedCarrier, SimulatedGateway
 from pipeline.store import Store, create_db_engine, create_schema
 from pipeline.testing import wait_until

@@ -8,8 +8,8 @@ import uuid
 import pytest
 
 from config.topology import QUEUES
-from pipeline import dlq
-from pipeline.demo import wait_for_lanes
+from pipeline.dev.demo import wait_for_lanes
+from pipeline.ops import dlq
 from pipeline.testing import (
     WORKER_LANES,
     hostile_bodies,

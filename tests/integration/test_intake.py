@@ -10,10 +10,10 @@ import pytest
 
 from pipeline import get_order
 from pipeline.api import cancel_order, submit_order
-from pipeline.demo import sample_order
+from pipeline.dev.demo import sample_order
 from pipeline.domain import OrderStatus, parse_order
-from pipeline.intake import RESUME_AT
 from pipeline.testing import stock_catalog, wait_until
+from pipeline.worker.intake import RESUME_AT
 from tests.fixtures import INTAKE_LIMIT, Pipeline
 
 pytestmark = pytest.mark.integration

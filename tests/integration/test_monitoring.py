@@ -21,8 +21,8 @@ import pytest
 from config.celery import EVENT_QUEUE_PREFIX
 from pipeline import get_order, submit_order
 from pipeline.app import app
-from pipeline.demo import sample_order
-from pipeline.procfile import ProcessGroup, ProcLine, Running, read_procfile
+from pipeline.dev.demo import sample_order
+from pipeline.dev.procfile import ProcessGroup, ProcLine, Running, read_procfile
 from pipeline.sqs.transient import LEASE_TAG
 from pipeline.testing import WORKER_LANES, free_port, stock_catalog, wait_until
 from tests.fixtures import ARTIFACTS, Pipeline

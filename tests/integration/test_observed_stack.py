@@ -25,10 +25,10 @@ import pytest
 from config.settings import PROJECT_ROOT
 from config.topology import Task
 from pipeline import get_order
-from pipeline.demo import CATALOG, sample_order
+from pipeline.dev.demo import CATALOG, sample_order
 from pipeline.dev.otlp import ExportedSpan, SpanReceiver, receiving, render_tree
+from pipeline.dev.procfile import ProcessGroup
 from pipeline.domain import parse_order
-from pipeline.procfile import ProcessGroup
 from pipeline.runtime import Runtime, get_runtime
 from pipeline.sqs.emulator import Emulator
 from pipeline.sqs.provision import provision
@@ -86,7 +86,7 @@ def _wait_for_lanes(env: dict[str, str]) -> None:
     # In a process of its own: this process's Celery app keeps the broker settings
     # (the queue prefix) it first read, which are the rest of the suite's.
     done = subprocess.run(
-        [sys.executable, "-c", "from pipeline.demo import wait_for_lanes; wait_for_lanes(120)"],
+        [sys.executable, "-c", "from pipeline.dev.demo import wait_for_lanes; wait_for_lanes(120)"],
         cwd=PROJECT_ROOT, env={**os.environ, **env}, capture_output=True, text=True,
         timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from config.topology import Task
 from pipeline import get_order, submit_order
 from pipeline.app import app
-from pipeline.demo import CATALOG, sample_order
+from pipeline.dev.demo import CATALOG, sample_order
 from pipeline.store import schema as t
 from pipeline.testing import wait_until
 from tests.fixtures import Pipeline

@@ -13,9 +13,9 @@ import pytest
 
 from config.topology import Task
 from pipeline.app import app
-from pipeline.demo import sample_order
+from pipeline.dev.demo import sample_order
+from pipeline.dev.procfile import ProcLine, read_procfile
 from pipeline.domain import OrderStatus, parse_order, reached
-from pipeline.procfile import ProcLine, read_procfile
 from pipeline.testing import wait_until
 from tests.fixtures import Pipeline
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from pipeline import get_order, submit_order
-from pipeline.demo import sample_order
+from pipeline.dev.demo import sample_order
 from pipeline.store import outbox
 from pipeline.testing import stock_catalog, wait_until
 from tests.fixtures import Pipeline
@@ -134,7 +134,7 @@ def test_an_event_sns_cannot_take_is_parked_and_the_rest_flow_with_two_relays(
         pipeline: Pipeline) -> None:
     """Regression: a 929 kB status event was retried forever ("Message too long");
     and only one relay could run."""
-    from pipeline.procfile import read_procfile
+    from pipeline.dev.procfile import read_procfile
 
     second = pipeline.lanes.start(next(line for line in read_procfile()
                                        if line.name == "relay"))

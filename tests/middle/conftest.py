@@ -18,7 +18,7 @@ import pytest
 
 from pipeline.domain import OrderStatus
 from pipeline.inmemory import InMemoryPipeline
-from pipeline.reconcile import NEXT_STEPS, reconcile
+from pipeline.ops.reconcile import NEXT_STEPS, reconcile
 from pipeline.services.simulators import Faults
 from pipeline.store import Store, create_db_engine, create_schema
 

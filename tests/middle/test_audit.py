@@ -7,7 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
-from pipeline.audit import audit
+from pipeline.ops.audit import audit
 from pipeline.store import Store, create_db_engine, create_schema
 from pipeline.store.migrate import current_revision, head_revision
 from pipeline.testing import run_cli

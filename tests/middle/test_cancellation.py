@@ -8,7 +8,7 @@ from itertools import pairwise
 
 import pytest
 
-from pipeline.demo import sample_order
+from pipeline.dev.demo import sample_order
 from pipeline.domain import CANCELLABLE, OrderStatus, parse_order
 from pipeline.services.cancellation import Cancellation, cancel
 from pipeline.store import Store

@@ -8,7 +8,7 @@ sweeps, through the same code the workers run (pipeline.steps, with
 pipeline.testing.InMemoryBroker in place of SQS). Two properties:
 
 * at every moment, every order that has ended has its money, stock, shipment
-  and notification right (pipeline.audit.order_violations);
+  and notification right (pipeline.ops.audit.order_violations);
 * once faults stop, redrives and the reconciler bring every order to an end.
 
 `make test` runs a bounded number of examples; PIPELINE_MODEL_EXAMPLES=N runs
@@ -30,8 +30,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from pipeline import steps
-from pipeline.audit import order_violations
 from pipeline.inmemory import QueuedMessage
+from pipeline.ops.audit import order_violations
 from pipeline.services.cancellation import Cancellation, cancel
 from pipeline.store import Store, create_db_engine, create_schema
 from tests.middle.conftest import DOWN, Harness

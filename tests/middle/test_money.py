@@ -8,8 +8,8 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from config.topology import Task
-from pipeline.audit import order_violations
 from pipeline.domain import OrderStatus
+from pipeline.ops.audit import order_violations
 from pipeline.services.cancellation import Cancellation, cancel
 from pipeline.store import schema as t
 from tests.middle.conftest import DOWN, Harness

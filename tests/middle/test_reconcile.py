@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from config.topology import Task
-from pipeline.audit import order_violations
 from pipeline.domain import OrderStatus, parse_order
-from pipeline.reconcile import NEXT_STEPS, deadlines, reconcile, stale_orders
+from pipeline.ops.audit import order_violations
+from pipeline.ops.reconcile import NEXT_STEPS, deadlines, reconcile, stale_orders
 from pipeline.testing import run_cli
 from tests.middle.conftest import DOWN, Harness
 

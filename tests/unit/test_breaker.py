@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.services.breaker_state import (
+from pipeline.breaker_state import (
     BreakerConfig,
     BreakerRow,
     BreakerState,

@@ -12,9 +12,9 @@ from cfnlint.api import ManualArgs, lint
 from config.settings import Settings
 from config.topology import QUEUES, TOPICS
 from pipeline.dev.stack import resolve
-from pipeline.iam import policy, roles
 from pipeline.monitoring.alarms import alarm_specs
 from pipeline.ops.cloudformation import logical_id, template
+from pipeline.ops.iam import policy, roles
 
 SETTINGS = Settings(database_url="sqlite:///unused.db", queue_prefix="dev-",
                     visibility_cap_s=10)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.demo import sample_order
+from pipeline.dev.demo import sample_order
 from pipeline.domain import (
     TERMINAL,
     TRANSITIONS,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.group_gate import GroupGate
+from pipeline.worker.group_gate import GroupGate
 
 
 def test_a_second_item_of_a_group_waits_and_runs_after_the_first() -> None:

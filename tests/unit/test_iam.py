@@ -11,7 +11,7 @@ from parliament import analyze_policy_string
 from config.settings import Settings
 from config.topology import QUEUES
 from pipeline.errors import ConfigurationError
-from pipeline.iam import ENTRY_QUEUES, UNSCOPED_ACTIONS, policy, roles, worker_lanes
+from pipeline.ops.iam import ENTRY_QUEUES, UNSCOPED_ACTIONS, policy, roles, worker_lanes
 
 ACCOUNT = "123456789012"
 SETTINGS = Settings(database_url="sqlite:///unused.db", queue_prefix="prod-")

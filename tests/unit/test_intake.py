@@ -1,4 +1,4 @@
-"""Admission control (pipeline.intake): when the gate holds new orders back, and that
+"""Admission control (pipeline.worker.intake): when the gate holds new orders back, and that
 the intake queue's consumer then does not poll it."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from config.topology import QUEUES, TASK_QUEUE, Task
 from pipeline.domain import IN_PROGRESS, TERMINAL, OrderStatus
-from pipeline.intake import RESUME_AT, IntakeGate, held_after
 from pipeline.sqs import liveness
 from pipeline.sqs.transport import Channel
+from pipeline.worker.intake import RESUME_AT, IntakeGate, held_after
 
 
 @pytest.mark.parametrize(("held", "in_progress", "limit", "expected"), [
@@ -127,7 +127,7 @@ def test_a_held_intake_queue_is_not_polled_and_looks_alive(monkeypatch: pytest.M
 
     in_progress = [10]
     gate = IntakeGate(10, lambda: in_progress[0], recheck_s=0.0)
-    monkeypatch.setattr("pipeline.intake.gate_for",
+    monkeypatch.setattr("pipeline.worker.intake.gate_for",
                         lambda queue: gate if queue == "orders" else None)
     monkeypatch.setattr(SQS.Channel, "_schedule_queue",
                         lambda self, queue: self.polled.append(queue))

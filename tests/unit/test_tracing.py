@@ -33,7 +33,8 @@ import sys
 from pipeline import tracing
 from pipeline.app import app
 app.loader.import_default_modules()
-from pipeline import api, relay, reconcile
+from pipeline import api
+from pipeline.ops import reconcile, relay
 from pipeline.runtime import get_runtime
 get_runtime().step_context()
 assert tracing.start() is False

@@ -7,7 +7,7 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.demo import CATALOG, sample_order
+from pipeline.dev.demo import CATALOG, sample_order
 from pipeline.domain import parse_order
 from pipeline.services.validation import Rules, business_problems
 

@@ -47,7 +47,7 @@ TRANSIENT = ["sqs:CreateQueue", "sqs:DeleteQueue", "sqs:GetQueueUrl", "sqs:GetQu
 
 def worker_lanes() -> dict[str, tuple[str, ...]]:
     """Each Procfile worker lane and the queues it consumes (its `-Q`)."""
-    from pipeline.procfile import read_procfile
+    from pipeline.dev.procfile import read_procfile
 
     lanes = {}
     for line in read_procfile():

@@ -13,7 +13,7 @@ from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
-from pipeline.cli_common import console
+from pipeline.cli.common import console
 
 
 @click.command()
@@ -164,7 +164,7 @@ def _seconds(value: float | None) -> str:
 def relay() -> None:
     """Publish outbox events (order status, payments, inventory alerts, health) to SNS."""
     from pipeline import tracing
-    from pipeline.relay import Relay
+    from pipeline.ops.relay import Relay
     from pipeline.runtime import get_runtime
 
     tracing.start("relay")

@@ -10,11 +10,11 @@ from typing import Any
 import click
 from rich.table import Table
 
-from pipeline.cli_common import _dump, _fail, console, err
-from pipeline.cli_dlq import dlq
-from pipeline.cli_monitor import MONITORING_COMMANDS
-from pipeline.cli_ops import doctor
-from pipeline.cli_stock import stock
+from pipeline.cli.common import _dump, _fail, console, err
+from pipeline.cli.dlq import dlq
+from pipeline.cli.doctor import doctor
+from pipeline.cli.monitor import MONITORING_COMMANDS
+from pipeline.cli.stock import stock
 from pipeline.errors import REPORTED, PipelineError
 
 
@@ -138,9 +138,9 @@ def topology(cloudformation: bool) -> None:
               "operator; default: every role's policy.")
 @click.option("--account-id", default="*", show_default=True)
 def iam_policy(role: str | None, account_id: str) -> None:
-    """Print the least-privilege IAM policy of a role (see pipeline/iam.py)."""
+    """Print the least-privilege IAM policy of a role (see pipeline/ops/iam.py)."""
     from config.settings import load_settings
-    from pipeline.iam import policy, roles
+    from pipeline.ops.iam import policy, roles
 
     settings = load_settings()
     if role is not None:
@@ -289,7 +289,7 @@ def cancel(order_id: str, reason: str) -> None:
 def orders(status_filter: str | None, stuck: bool, as_json: bool) -> None:
     """List orders, optionally with one status."""
     from pipeline.domain import OrderStatus
-    from pipeline.reconcile import deadlines, stale_orders
+    from pipeline.ops.reconcile import deadlines, stale_orders
     from pipeline.runtime import get_runtime
 
     if status_filter and status_filter.upper() not in OrderStatus.__members__:
@@ -318,7 +318,7 @@ def orders(status_filter: str | None, stuck: bool, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def audit(as_json: bool) -> None:
     """Check invariants from the raw ledgers; exit 1 when any is violated."""
-    from pipeline.audit import audit as run
+    from pipeline.ops.audit import audit as run
     from pipeline.runtime import get_runtime
 
     report = run(get_runtime().store)
@@ -370,7 +370,7 @@ def demo(count: int, exit_when_done: bool, timeout: float, aws: bool) -> None:
     import os
 
     from config.settings import load_settings
-    from pipeline.demo import run_demo
+    from pipeline.dev.demo import run_demo
     from pipeline.runtime import reset_runtime
 
     settings = load_settings()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from pipeline.cli_common import _dump, console
+from pipeline.cli.common import _dump, console
 
 __all__ = ["doctor"]
 

@@ -8,7 +8,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from pipeline.cli_common import console
+from pipeline.cli.common import console
 
 
 def _clients() -> tuple[Any, Any]:
@@ -19,7 +19,7 @@ def _clients() -> tuple[Any, Any]:
 
 
 def _queue_or_fail(queue: str) -> str:
-    from pipeline.dlq import resolve_queue
+    from pipeline.ops.dlq import resolve_queue
 
     try:
         return resolve_queue(queue).name
@@ -36,7 +36,7 @@ def dlq() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def dlq_ls(as_json: bool) -> None:
     """Depth of every DLQ."""
-    from pipeline.dlq import depths
+    from pipeline.ops.dlq import depths
 
     rows = depths(*_clients())
     if as_json:
@@ -55,7 +55,7 @@ def dlq_ls(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def dlq_show(queue: str, limit: int, as_json: bool) -> None:
     """Dead letters of QUEUE (a queue or its DLQ) with reasons and order ids; left in place."""
-    from pipeline.dlq import peek
+    from pipeline.ops.dlq import peek
 
     letters = peek(*_clients(), _queue_or_fail(queue), limit=limit)
     if as_json:
@@ -74,7 +74,7 @@ def dlq_show(queue: str, limit: int, as_json: bool) -> None:
 @click.option("--all", "everything", is_flag=True, help="Every dead letter of QUEUE.")
 def dlq_redrive(queue: str, order_id: str | None, everything: bool) -> None:
     """Send dead letters back to QUEUE, unchanged (same task id, same order)."""
-    from pipeline.dlq import redrive
+    from pipeline.ops.dlq import redrive
 
     if bool(order_id) == everything:
         raise click.UsageError("give exactly one of --order ID or --all")
@@ -101,7 +101,7 @@ def dlq_redrive(queue: str, order_id: str | None, everything: bool) -> None:
 @click.option("--yes", is_flag=True, help="Required: the messages are deleted for good.")
 def dlq_purge(queue: str, yes: bool) -> None:
     """Delete every message in QUEUE's DLQ."""
-    from pipeline.dlq import purge
+    from pipeline.ops.dlq import purge
 
     if not yes:
         raise click.UsageError("purging deletes every dead letter for good: add --yes")

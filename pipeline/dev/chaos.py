@@ -26,7 +26,7 @@ from typing import Any
 
 from config.settings import PROJECT_ROOT
 from config.topology import QUEUES
-from pipeline.procfile import ProcessGroup, ProcLine, read_procfile
+from pipeline.dev.procfile import ProcessGroup, ProcLine, read_procfile
 from pipeline.sqs.emulator import Emulator, start_emulator
 
 __all__ = ["Chaos", "children"]

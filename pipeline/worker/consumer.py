@@ -14,7 +14,7 @@ from typing import Any
 
 from celery.worker.consumer import Consumer as CeleryConsumer
 
-from pipeline.quarantine import MAX_TASK_BODY, garbage_reason, queue_name_of, send_to_dlq
+from pipeline.ops.quarantine import MAX_TASK_BODY, garbage_reason, queue_name_of, send_to_dlq
 from pipeline.runtime import get_runtime
 
 log = logging.getLogger("pipeline.worker")

@@ -8,7 +8,7 @@ free; until then it waits in the worker, where Celery checks the revoked set
 before running it (celery/worker/worker.py: _process_task_sem). The slot is
 given back on the event loop's thread (kombu's Hub.call_soon is thread-safe).
 
-Selected with ``env CELERY_CUSTOM_WORKER_POOL=pipeline.worker_pool:ThreadPool
+Selected with ``env CELERY_CUSTOM_WORKER_POOL=pipeline.worker.pool:ThreadPool
 celery worker -P custom`` (Celery's hook for out-of-tree pools).
 """
 
@@ -28,7 +28,7 @@ __all__ = ["ThreadPool"]
 CELERY_SERIES = "5.7."
 if not celery.__version__.startswith(CELERY_SERIES) or not callable(
         getattr(thread.TaskPool, "on_apply", None)):
-    raise ImportError(f"pipeline.worker_pool was written for celery {CELERY_SERIES}x "
+    raise ImportError(f"pipeline.worker.pool was written for celery {CELERY_SERIES}x "
                       f"(TaskPool.on_apply), found {celery.__version__}")
 
 

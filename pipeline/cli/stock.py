@@ -7,7 +7,7 @@ from decimal import Decimal
 import click
 from rich.table import Table
 
-from pipeline.cli_common import _dump, _fail, console
+from pipeline.cli.common import _dump, _fail, console
 
 __all__ = ["stock"]
 

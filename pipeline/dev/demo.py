@@ -15,9 +15,9 @@ from rich.table import Table
 
 from config.settings import VAR_DIR, load_settings
 from config.topology import QUEUES
-from pipeline.audit import audit
+from pipeline.dev.procfile import ProcessGroup, read_procfile
 from pipeline.domain import TERMINAL
-from pipeline.procfile import ProcessGroup, read_procfile
+from pipeline.ops.audit import audit
 from pipeline.runtime import get_runtime
 
 console = Console()
