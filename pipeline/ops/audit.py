@@ -31,13 +31,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select, true
-
 from pipeline.domain import TERMINAL, OrderStatus
 from pipeline.keys import payment_key, shipment_key
 from pipeline.store import Store
-from pipeline.store import schema as t
-from pipeline.store.db import reading
+from pipeline.store.books import OrderBooks, order_books, store_totals
 from pipeline.workflow import money_settled
 
 __all__ = ["AuditReport", "audit", "order_violations"]
@@ -71,61 +68,7 @@ class AuditReport:
         }
 
 
-@dataclass
-class _Books:
-    """One order's rows from every ledger."""
-
-    status: OrderStatus
-    total: Decimal
-    payments: list[dict[str, Any]] = field(default_factory=list)
-    gateway: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> effect
-    carrier: dict[str, dict[str, Any]] = field(default_factory=dict)
-    lines: dict[str, int] = field(default_factory=dict)
-    reservations: dict[str, str] = field(default_factory=dict)
-    shipment: dict[str, Any] | None = None
-    notifications: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _load(store: Store, order_ids: Iterable[str] | None) -> dict[str, _Books]:
-    wanted = None if order_ids is None else list(order_ids)
-
-    def only(column: Any) -> Any:
-        return true() if wanted is None else column.in_(wanted)
-
-    books: dict[str, _Books] = {}
-    with reading(store.engine) as conn:
-        def rows(query: Any) -> list[Any]:
-            return list(conn.execute(query).mappings())
-
-        for r in rows(select(t.orders.c.id, t.orders.c.status, t.orders.c.total_amount)
-                      .where(only(t.orders.c.id))):
-            books[r["id"]] = _Books(OrderStatus(r["status"]), Decimal(r["total_amount"]))
-        for r in rows(select(t.payments).where(only(t.payments.c.order_id))
-                      .order_by(t.payments.c.id)):
-            if r["order_id"] in books:
-                books[r["order_id"]].payments.append(dict(r))
-        for r in rows(select(t.external_effects)):
-            order_id = str(r["idempotency_key"]).partition(":")[0]
-            if order_id in books:
-                side = books[order_id].gateway if r["system"] == "gateway" else \
-                    books[order_id].carrier
-                side[r["idempotency_key"]] = dict(r)
-        for r in rows(select(t.order_lines).where(only(t.order_lines.c.order_id))):
-            if r["order_id"] in books:
-                books[r["order_id"]].lines[r["sku"]] = r["quantity"]
-        for r in rows(select(t.reservations).where(only(t.reservations.c.order_id))):
-            if r["order_id"] in books:
-                books[r["order_id"]].reservations[r["sku"]] = r["state"]
-        for r in rows(select(t.shipments).where(only(t.shipments.c.order_id))):
-            if r["order_id"] in books:
-                books[r["order_id"]].shipment = dict(r)
-        for r in rows(select(t.notifications).where(only(t.notifications.c.order_id))):
-            if r["order_id"] in books:
-                books[r["order_id"]].notifications.append(dict(r))
-    return books
-
-
-def _money(order_id: str, b: _Books) -> list[str]:
+def _money(order_id: str, b: OrderBooks) -> list[str]:
     problems = []
     kinds = [p["kind"] for p in b.payments]
     ledger = tuple((p["kind"], str(p["amount"])) for p in b.payments)
@@ -163,7 +106,7 @@ def _money(order_id: str, b: _Books) -> list[str]:
     return problems
 
 
-def _stock_and_shipment(order_id: str, b: _Books) -> list[str]:
+def _stock_and_shipment(order_id: str, b: OrderBooks) -> list[str]:
     problems = []
     for sku in set(b.reservations) - set(b.lines):
         problems.append(f"reservation of {sku} matches no order line")
@@ -184,7 +127,7 @@ def _stock_and_shipment(order_id: str, b: _Books) -> list[str]:
     return problems
 
 
-def _told(b: _Books) -> list[str]:
+def _told(b: OrderBooks) -> list[str]:
     """The customer was told, and nothing the ledger contradicts."""
     if not b.notifications:
         return ["the customer was not told"]
@@ -207,7 +150,7 @@ def order_violations(store: Store, order_ids: Iterable[str] | None = None
                      ) -> dict[str, list[str]]:
     """What is wrong with each terminal order (only those with a problem)."""
     found: dict[str, list[str]] = {}
-    for order_id, b in _load(store, order_ids).items():
+    for order_id, b in order_books(store.engine, order_ids).items():
         if not b.status.terminal:
             continue
         problems = _money(order_id, b) + _stock_and_shipment(order_id, b) + _told(b)
@@ -216,51 +159,22 @@ def order_violations(store: Store, order_ids: Iterable[str] | None = None
     return found
 
 
-def _max(conn: Any, query: Any) -> int:
-    return int(conn.execute(select(func.coalesce(func.max(query.c.n), 0))).scalar_one())
-
-
 def audit(store: Store, *, require_terminal: bool = True,
           order_ids: Iterable[str] | None = None) -> AuditReport:
     """The whole store, or (`order_ids`) those orders beside the store-wide checks."""
     wanted = None if order_ids is None else list(order_ids)
-    with reading(store.engine) as conn:
-        by_status: dict[str, int] = dict(conn.execute(
-            select(t.orders.c.status, func.count())
-            .where(true() if wanted is None else t.orders.c.id.in_(wanted))
-            .group_by(t.orders.c.status)).all())
-        captures = (select(func.count().label("n")).select_from(t.payments)
-                    .where(t.payments.c.kind == "capture")
-                    .group_by(t.payments.c.order_id).subquery())
-        charges = (select(func.count().label("n")).select_from(t.external_calls)
-                   .where(t.external_calls.c.effect == "applied")
-                   .group_by(t.external_calls.c.system, t.external_calls.c.idempotency_key)
-                   .subquery())
-        notes = (select(func.count().label("n")).select_from(t.notifications)
-                 .group_by(t.notifications.c.order_id, t.notifications.c.template,
-                           t.notifications.c.channel).subquery())
-        max_captures, max_charges, max_notes = (
-            _max(conn, captures), _max(conn, charges), _max(conn, notes))
-        moved = {row.sku: row for row in conn.execute(
-            select(t.stock_movements.c.sku,
-                   func.sum(t.stock_movements.c.delta_available).label("a"),
-                   func.sum(t.stock_movements.c.delta_reserved).label("r"),
-                   func.sum(t.stock_movements.c.delta_shipped).label("s"),
-                   func.sum(t.stock_movements.c.delta_available)
-                   .filter(t.stock_movements.c.kind.in_(("adjust", "restock")))
-                   .label("supplied"))
-            .group_by(t.stock_movements.c.sku))}
-        levels = conn.execute(select(t.stock)).mappings().all()
-        unapplied = conn.execute(select(
-            t.stock_updates.c.update_id, t.stock_updates.c.quantity, t.stock_updates.c.result)
-            .where(t.stock_updates.c.applied_at.is_(None))).all()
+    totals = store_totals(store.engine, wanted)
+    by_status = totals.orders_by_status
+    max_captures = totals.max_captures_per_order
+    max_charges = totals.max_effects_per_key
+    max_notes = totals.max_notifications_per_slot
     violations: list[str] = []
     not_terminal = sum(n for s, n in by_status.items() if s not in {x.value for x in TERMINAL})
     if require_terminal and not_terminal:
         violations.append(f"{not_terminal} order(s) not terminal")
-    if require_terminal and unapplied:
+    if require_terminal and totals.unapplied:
         parked = defaultdict(list)
-        for update_id, quantity, result in unapplied:
+        for update_id, quantity, result in totals.unapplied:
             parked[result or "in flight"].append(f"{update_id} (x{quantity})")
         for why, ids in parked.items():
             violations.append(f"{len(ids)} stock update(s) never applied ({why}): "
@@ -275,19 +189,17 @@ def audit(store: Store, *, require_terminal: bool = True,
     for order_id, problems in sorted(orders.items()):
         violations.extend(f"order {order_id}: {p}" for p in problems)
     stock = []
-    for level in levels:
-        m = moved.get(level["sku"])
-        supplied = int(m.supplied or 0) if m else 0
-        row = {"productId": level["sku"], "supplied": supplied, "available": level["available"],
-               "reserved": level["reserved"], "shipped": level["shipped"]}
+    for level in totals.stock:
+        row = {"productId": level.sku, "supplied": level.supplied,
+               "available": level.available, "reserved": level.reserved,
+               "shipped": level.shipped}
         stock.append(row)
-        if min(level["available"], level["reserved"], level["shipped"]) < 0:
-            violations.append(f"{level['sku']}: negative stock {row}")
-        if supplied != level["available"] + level["reserved"] + level["shipped"]:
-            violations.append(f"{level['sku']}: stock not conserved {row}")
-        if m and (int(m.a) != level["available"] or int(m.r) != level["reserved"]
-                  or int(m.s) != level["shipped"]):
-            violations.append(f"{level['sku']}: movements do not add up to the stock row")
+        if min(level.available, level.reserved, level.shipped) < 0:
+            violations.append(f"{level.sku}: negative stock {row}")
+        if level.supplied != level.available + level.reserved + level.shipped:
+            violations.append(f"{level.sku}: stock not conserved {row}")
+        if level.moved and level.moved != (level.available, level.reserved, level.shipped):
+            violations.append(f"{level.sku}: movements do not add up to the stock row")
     violations.extend(store.ordering_violations())
-    return AuditReport({str(k): int(v) for k, v in by_status.items()}, not_terminal,
-                       max_captures, max_charges, max_notes, stock, violations, orders)
+    return AuditReport(by_status, not_terminal, max_captures, max_charges, max_notes, stock,
+                       violations, orders)

@@ -23,6 +23,12 @@ def reading(engine: Engine) -> Connection:
     return engine.connect().execution_options(**{READ_ONLY: True})
 
 
+def ping(engine: Engine) -> None:
+    """One round trip: opens the pool's first connection (pipeline.worker.warmup)."""
+    with reading(engine) as connection:
+        connection.execute(sqlalchemy.text("SELECT 1"))
+
+
 def create_db_engine(url: str) -> Engine:
     # sqlalchemy.create_engine looked up at call time: tracing (pipeline.tracing) wraps it.
     if url.startswith("sqlite"):

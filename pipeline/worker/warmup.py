@@ -17,8 +17,6 @@ import threading
 import time
 from typing import Any
 
-from sqlalchemy import text
-
 __all__ = ["warm_in_background", "warm_process"]
 
 log = logging.getLogger("pipeline.warmup")
@@ -27,12 +25,11 @@ log = logging.getLogger("pipeline.warmup")
 def warm_process(app: Any) -> float:
     """Build this process's runtime and one broker producer; returns seconds taken."""
     from pipeline.runtime import get_runtime
-    from pipeline.store.db import reading
+    from pipeline.store.db import ping
 
     started = time.monotonic()
     runtime = get_runtime()
-    with reading(runtime.store.engine) as connection:
-        connection.execute(text("SELECT 1"))
+    ping(runtime.store.engine)
     runtime.sqs  # noqa: B018 - building the client is the point
     # The producer goes back to Celery's pool with its connection and channel
     # (queue URLs listed and cached), ready for the first task's publish.

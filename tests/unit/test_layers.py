@@ -129,6 +129,17 @@ def test_the_store_imports_only_the_domain() -> None:
     assert {name: found for name, found in outside.items() if found} == {}
 
 
+def test_no_sql_outside_the_store() -> None:
+    # The simulators keep the fake gateway's and carrier's own books; testing creates
+    # and drops test databases. Exceptions (sqlalchemy.exc) may be caught anywhere.
+    allowed = ("pipeline.store", "pipeline.services.simulators", "pipeline.testing")
+    writing = sorted(name for name, imports in IMPORTS.items()
+                     if not _within(name, allowed)
+                     and any(_within(i, ("sqlalchemy",)) and not _within(i, ("sqlalchemy.exc",))
+                             for i in imports))
+    assert writing == []
+
+
 def test_no_module_is_over_the_line_budget() -> None:
     long = {name: n for name, path in SOURCES.items()
             if (n := len(path.read_text().splitlines())) > MAX_LINES}
