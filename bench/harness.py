@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from config.settings import PROJECT_ROOT, load_settings
+from config.settings import PROJECT_ROOT
 from pipeline.dev.procfile import ProcessGroup, ProcLine, read_procfile
-from pipeline.runtime import Runtime, get_runtime, reset_runtime
+from pipeline.runtime import Runtime, get_runtime, reconfigure
 from pipeline.sqs.emulator import Emulator, start_emulator
 from pipeline.sqs.provision import provision
 from pipeline.store import create_schema
@@ -97,10 +97,7 @@ def stack(work_dir: Path, name: str, *, extra_env: dict[str, str] | None = None
             "PIPELINE_WAIT_TIME_SECONDS": "10",
             **(extra_env or {}),
         }
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        load_settings.cache_clear()
-        reset_runtime()
+        saved = reconfigure(env)
 
         stack_.callback(restore_environment, saved)
         rt = get_runtime()

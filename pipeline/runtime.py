@@ -8,9 +8,10 @@ two of them must not build two engines.
 
 from __future__ import annotations
 
+import os
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
@@ -151,3 +152,21 @@ def reset_runtime(*, close: bool = True) -> None:
         if _runtime is not None and close:
             _runtime.close()
         _runtime = None
+
+
+def reconfigure(env: Mapping[str, str | None]) -> dict[str, str | None]:
+    """Set (None: unset) environment variables and forget the settings and clients
+    built from the old ones; returns the old values, for reconfigure(saved) later.
+
+    Settings are read from the environment once per process, so this is the one
+    way a test, the bench or the demo swaps them.
+    """
+    saved = {key: os.environ.get(key) for key in env}
+    for key, value in env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    load_settings.cache_clear()
+    reset_runtime()
+    return saved

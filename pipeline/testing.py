@@ -66,16 +66,9 @@ def free_port() -> int:
 def restore_environment(saved: dict[str, str | None]) -> None:
     """Put back environment variables saved before a test or benchmark changed them,
     and forget the settings and clients built from the changed ones."""
-    from config.settings import load_settings
-    from pipeline.runtime import reset_runtime
+    from pipeline.runtime import reconfigure
 
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    load_settings.cache_clear()
-    reset_runtime()
+    reconfigure(saved)
 
 
 @contextmanager

@@ -7,18 +7,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from config.settings import load_settings
-from pipeline.runtime import reset_runtime
+from pipeline.runtime import reconfigure
 
 
 @pytest.fixture
 def clean_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     """A monkeypatch whose PIPELINE_* changes are seen by load_settings()."""
-    load_settings.cache_clear()
-    reset_runtime()
+    reconfigure({})
     yield monkeypatch
-    load_settings.cache_clear()
-    reset_runtime()
+    reconfigure({})
 
 
 pytest_plugins = ["tests.fixtures"]

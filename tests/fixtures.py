@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from config.settings import load_settings
 from config.topology import QUEUES
 from pipeline.dev.procfile import ProcessGroup
-from pipeline.runtime import Runtime, get_runtime, reset_runtime
+from pipeline.runtime import Runtime, get_runtime, reconfigure, reset_runtime
 from pipeline.sqs.emulator import Emulator, start_emulator
 from pipeline.sqs.provision import provision
 from pipeline.store import create_schema
@@ -36,9 +35,7 @@ INTAKE_LIMIT = 40  # PIPELINE_INTAKE_LIMIT of the integration stacks
 
 
 def _apply_env(env: dict[str, str]) -> None:
-    os.environ.update(env)
-    load_settings.cache_clear()
-    reset_runtime()
+    reconfigure(env)
 
 
 @pytest.fixture(scope="session")

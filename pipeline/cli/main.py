@@ -367,19 +367,16 @@ def demo(count: int, exit_when_done: bool, timeout: float, aws: bool) -> None:
     Always on the embedded emulator (127.0.0.1:PIPELINE_EMULATOR_PORT) unless
     PIPELINE_SQS_ENDPOINT_URL names another endpoint or --aws is given: a demo never
     creates anything in an AWS account by accident."""
-    import os
 
     from config.settings import load_settings
     from pipeline.dev.demo import run_demo
-    from pipeline.runtime import reset_runtime
+    from pipeline.runtime import reconfigure
 
     settings = load_settings()
     if aws and settings.sqs_endpoint_url:
         _fail("--aws and PIPELINE_SQS_ENDPOINT_URL contradict each other: unset one")
     if not aws and settings.sqs_endpoint_url is None:
-        os.environ["PIPELINE_SQS_ENDPOINT_URL"] = f"http://127.0.0.1:{settings.emulator_port}"
-        load_settings.cache_clear()
-        reset_runtime()
+        reconfigure({"PIPELINE_SQS_ENDPOINT_URL": f"http://127.0.0.1:{settings.emulator_port}"})
     where = "real AWS" if aws else f"the emulator at {load_settings().sqs_endpoint_url}"
     err.print(f"demo on {where}")
     raise SystemExit(run_demo(count, exit_when_done=exit_when_done, timeout=timeout))

@@ -103,3 +103,18 @@ def test_one_long_poll_value_for_the_queues_and_the_workers(
     clean_settings.delenv("PIPELINE_WAIT_TIME_SECONDS", raising=False)  # the suite's own
     options = celery_config(load_settings())["broker_transport_options"]
     assert {spec.wait_time for spec in QUEUES} == {options["wait_time_seconds"]}
+
+
+def test_reconfigure_swaps_settings_and_gives_back_what_it_replaced(
+        clean_settings: pytest.MonkeyPatch) -> None:
+    from pipeline.runtime import reconfigure
+
+    clean_settings.setenv("PIPELINE_QUEUE_PREFIX", "before-")
+    clean_settings.delenv("PIPELINE_INTAKE_LIMIT", raising=False)
+    assert load_settings().queue_prefix == "before-"
+    saved = reconfigure({"PIPELINE_QUEUE_PREFIX": "after-", "PIPELINE_INTAKE_LIMIT": "7"})
+    assert saved == {"PIPELINE_QUEUE_PREFIX": "before-", "PIPELINE_INTAKE_LIMIT": None}
+    assert (load_settings().queue_prefix, load_settings().intake_limit) == ("after-", 7)
+    reconfigure(saved)
+    assert load_settings().queue_prefix == "before-"
+    assert load_settings().intake_limit == Settings.model_fields["intake_limit"].default
