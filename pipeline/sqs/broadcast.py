@@ -333,3 +333,13 @@ def _broadcast_expiry(channel: Any, message: dict[str, Any]) -> float | None:
         return float(headers.get("expires") or 0) or None
     except Exception:  # any body at all may arrive here; the mailbox decides on it later
         return None
+
+
+# The kombu methods BroadcastChannel replaces (see pipeline.sqs.transport's list).
+KOMBU_OVERRIDES = ("_create_queue", "_delete_message", "_lookup", "_messages_to_python",
+                   "_on_messages_ready", "_put", "_receive_message",
+                   "after_reply_message_received", "basic_consume", "canonical_queue_name",
+                   "exchange_declare")
+if _gone := [name for name in KOMBU_OVERRIDES if not hasattr(SQS.Channel, name)]:
+    raise ImportError(f"kombu's SQS Channel no longer has {', '.join(_gone)}: re-check "
+                      "pipeline.sqs.broadcast before upgrading kombu")

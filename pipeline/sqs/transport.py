@@ -306,6 +306,16 @@ class Channel(BroadcastChannel):
         return result
 
 
+# The kombu methods Channel replaces: one renamed upstream would silently stop being
+# called (the behaviour it fixes coming back), so a missing one fails the import.
+KOMBU_OVERRIDES = ("_put", "_prepare_json_payload", "_message_to_python",
+                   "_on_messages_ready", "_schedule_queue", "_loop1", "_get_from_sqs",
+                   "basic_ack", "basic_cancel", "basic_consume", "close")
+if _gone := [name for name in KOMBU_OVERRIDES if not hasattr(SQS.Channel, name)]:
+    raise ImportError(f"kombu's SQS Channel no longer has {', '.join(_gone)}: re-check "
+                      "pipeline.sqs.transport before upgrading kombu")
+
+
 class Transport(SQS.Transport):
     Channel = Channel
     # Fanout goes through SNS (kombu's `supports_fanout`); advertising it is

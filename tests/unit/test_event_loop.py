@@ -89,3 +89,16 @@ def test_without_an_event_loop_the_delete_waits_and_retries_in_place(
     sqs = FlakySQS(failures=2)
     LoopChannel(sqs, hub=None)._delete_batch("http://q/orders", "orders", ["r1"])
     assert (sqs.deleted, pauses) == ([["r1"]], [transport.ACK_RETRY_PAUSE_S] * 2)
+
+
+@pytest.mark.parametrize("module", ["transport", "broadcast"])
+def test_every_kombu_method_a_channel_replaces_is_checked_at_import(module: str) -> None:
+    from kombu.transport import SQS
+
+    from pipeline.sqs import broadcast
+
+    channel, listed = {"transport": (transport.Channel, transport.KOMBU_OVERRIDES),
+                       "broadcast": (broadcast.BroadcastChannel, broadcast.KOMBU_OVERRIDES)}[module]
+    replaced = {name for name, value in vars(channel).items()
+                if callable(value) and name != "__init__" and hasattr(SQS.Channel, name)}
+    assert replaced == set(listed)
