@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from kombu.entity import Exchange, Queue
 
 from config.settings import Settings
-from config.topology import QUEUES, TASK_QUEUE, Task
+from config.topology import EVENT_EXCHANGE, EVENT_QUEUE_PREFIX, QUEUES, TASK_QUEUE, Task
 
 # SQS system attributes every task can read from its request (sequence number
 # for FIFO audit trails, receive count for attempts).
@@ -33,8 +33,6 @@ MESSAGE_SYSTEM_ATTRIBUTES = [
 ]
 
 
-EVENT_EXCHANGE = "celeryev"
-EVENT_QUEUE_PREFIX = "celeryev"
 
 
 def broker_url(settings: Settings) -> str:

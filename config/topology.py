@@ -126,6 +126,15 @@ TOPICS: tuple[str, ...] = ("order-status", "payment-events", "inventory-alerts",
 
 
 
+# Celery's own exchanges, which this transport carries over SNS fanout: the
+# events Flower and `celery events` read, and remote control (pidbox). SNS
+# topics and queues take their names with '.' as '-'.
+EVENT_EXCHANGE = "celeryev"
+EVENT_QUEUE_PREFIX = "celeryev"
+PIDBOX_EXCHANGE = "celery.pidbox"
+FANOUT_EXCHANGES = (EVENT_EXCHANGE, PIDBOX_EXCHANGE)
+
+
 class Task(StrEnum):
     """Every task name, declared once (decorators, routes and the workflow read these).
 

@@ -15,6 +15,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from config.topology import EVENT_QUEUE_PREFIX, FANOUT_EXCHANGES
+from pipeline.sqs.sns import topic_arns
 from pipeline.sqs.transient import Lease, transient_kind
 
 __all__ = ["JanitorReport", "fanout_topics", "sweep", "sweep_with_settings"]
@@ -40,7 +42,7 @@ def _missing(error: ClientError) -> bool:
 
 
 def sweep(sqs: Any, sns: Any, *, prefix: str, lease_s: float, topics: list[str],
-          event_prefix: str = "celeryev", now: float | None = None) -> JanitorReport:
+          event_prefix: str = EVENT_QUEUE_PREFIX, now: float | None = None) -> JanitorReport:
     """Delete expired transient queues under `prefix`, then dead subscriptions of `topics`."""
     now = time.time() if now is None else now
     report = JanitorReport()
@@ -89,19 +91,14 @@ def sweep(sqs: Any, sns: Any, *, prefix: str, lease_s: float, topics: list[str],
 
 def sweep_with_settings(settings: Any) -> JanitorReport:
     """One sweep with clients built from the settings (worker start, `pipeline janitor`)."""
-    from config.celery import EVENT_EXCHANGE, EVENT_QUEUE_PREFIX
     from pipeline.runtime import Runtime
 
     rt = Runtime(settings)
     return sweep(rt.aws_client("sqs"), rt.aws_client("sns"), prefix=settings.queue_prefix,
                  lease_s=settings.transient_lease_s,
-                 topics=fanout_topics(settings.queue_prefix, [EVENT_EXCHANGE, "celery.pidbox"]),
+                 topics=fanout_topics(settings.queue_prefix, list(FANOUT_EXCHANGES)),
                  event_prefix=EVENT_QUEUE_PREFIX)
 
 
 def _topic_arn(sns: Any, topic: str) -> str | None:
-    for page in sns.get_paginator("list_topics").paginate():
-        for entry in page.get("Topics", []):
-            if str(entry["TopicArn"]).rsplit(":", 1)[-1] == topic:
-                return str(entry["TopicArn"])
-    return None
+    return topic_arns(sns).get(topic)

@@ -28,12 +28,12 @@ import shlex
 from typing import Any
 
 from config.settings import Settings
-from config.topology import QUEUES, TASK_QUEUE, TOPICS, Task
+from config.topology import FANOUT_EXCHANGES, QUEUES, TASK_QUEUE, TOPICS, Task
 from pipeline.errors import ConfigurationError
 
 __all__ = ["ENTRY_QUEUES", "UNSCOPED_ACTIONS", "policy", "roles", "worker_lanes"]
 
-FANOUT_TOPICS = ("celeryev", "celery-pidbox")
+FANOUT_TOPICS = tuple(exchange.replace(".", "-") for exchange in FANOUT_EXCHANGES)
 ENTRY_QUEUES = ("orders", "priority", "inventory.fifo")  # validate (normal, VIP); restock
 UNSCOPED_ACTIONS = frozenset({"sqs:ListQueues", "sns:ListTopics", "sns:Unsubscribe",
                               "cloudwatch:GetMetricData"})

@@ -29,6 +29,7 @@ from config.topology import TOPICS
 from pipeline import tracing
 from pipeline.errors import ProvisioningError
 from pipeline.runtime import Runtime
+from pipeline.sqs.sns import topic_arns
 from pipeline.store import outbox
 
 __all__ = ["Relay"]
@@ -60,11 +61,9 @@ class Relay:
     def topic_arn(self, topic: str) -> str:
         if not self._topics:
             prefix = self.rt.settings.queue_prefix
-            for page in self.sns.get_paginator("list_topics").paginate():
-                for entry in page.get("Topics", []):
-                    name = str(entry["TopicArn"]).rsplit(":", 1)[-1]
-                    if name.startswith(prefix) and name.removeprefix(prefix) in TOPICS:
-                        self._topics[name.removeprefix(prefix)] = str(entry["TopicArn"])
+            for name, arn in topic_arns(self.sns).items():
+                if name.startswith(prefix) and name.removeprefix(prefix) in TOPICS:
+                    self._topics[name.removeprefix(prefix)] = arn
         if topic not in self._topics:
             raise ProvisioningError(f"SNS topic {self.rt.settings.queue_prefix}{topic} is "
                                     "missing; run `pipeline provision`")

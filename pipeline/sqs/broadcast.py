@@ -40,6 +40,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from kombu.transport import SQS
 from kombu.transport.SQS.exceptions import DoesNotExistQueueException
 
+from config.topology import EVENT_QUEUE_PREFIX, PIDBOX_EXCHANGE
+from pipeline.sqs.sns import topic_arns
 from pipeline.sqs.transient import (
     TRANSIENT_RETENTION_S,
     Lease,
@@ -157,7 +159,7 @@ class BroadcastChannel(SQS.Channel):
 
     @property
     def _event_prefix(self) -> str:
-        return str(self.transport_options.get("event_queue_prefix") or "celeryev")
+        return str(self.transport_options.get("event_queue_prefix") or EVENT_QUEUE_PREFIX)
 
     def _kind(self, name: str) -> str | None:
         return transient_kind(name.removeprefix(self.queue_name_prefix),
@@ -181,7 +183,7 @@ class BroadcastChannel(SQS.Channel):
         from pipeline.monitoring.janitor import fanout_topics
 
         return fanout_topics(self.queue_name_prefix,
-                             [*self._fanout_exchanges, "celery.pidbox"])
+                             [*self._fanout_exchanges, PIDBOX_EXCHANGE])
 
     # --- replies ----------------------------------------------------------------
     def _lookup(self, exchange: str, routing_key: str, default: Any = None) -> list[str]:
@@ -245,15 +247,14 @@ class BroadcastChannel(SQS.Channel):
         if entry.kind != TransientKind.EVENTS:
             return
         sns = entry.sns
-        for listing in sns.get_paginator("list_topics").paginate():
-            for topic in listing.get("Topics", []):
-                if topic["TopicArn"].rsplit(":", 1)[-1] not in entry.topics:
-                    continue
-                for page in sns.get_paginator("list_subscriptions_by_topic").paginate(
-                        TopicArn=topic["TopicArn"]):
-                    for sub in page.get("Subscriptions", []):
-                        if sub.get("Endpoint") == arn:
-                            sns.unsubscribe(SubscriptionArn=sub["SubscriptionArn"])
+        for name, topic_arn in topic_arns(sns).items():
+            if name not in entry.topics:
+                continue
+            for page in sns.get_paginator("list_subscriptions_by_topic").paginate(
+                    TopicArn=topic_arn):
+                for sub in page.get("Subscriptions", []):
+                    if sub.get("Endpoint") == arn:
+                        sns.unsubscribe(SubscriptionArn=sub["SubscriptionArn"])
 
     def sweep_transient(self) -> None:
         from pipeline.monitoring.janitor import sweep

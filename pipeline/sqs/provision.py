@@ -17,6 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 from config.settings import Settings
 from config.topology import QUEUES, TOPICS, QueueSpec
 from pipeline.errors import BrokerUnavailable, ProvisioningError
+from pipeline.sqs.sns import topic_arns
 
 IMMUTABLE = ("FifoQueue",)
 
@@ -131,10 +132,7 @@ def provision(settings: Settings, sqs: Any, sns: Any, *, check: bool = False) ->
 
 
 def _topic_arns(sns: Any) -> list[str]:
-    arns: list[str] = []
-    for page in sns.get_paginator("list_topics").paginate():
-        arns.extend(t["TopicArn"] for t in page.get("Topics", []))
-    return arns
+    return list(topic_arns(sns).values())
 
 
 def require_provisioned(settings: Settings) -> None:

@@ -16,6 +16,8 @@ import hashlib
 import time
 from dataclasses import dataclass
 
+from config.topology import EVENT_QUEUE_PREFIX
+
 __all__ = [
     "LEASE_TAG",
     "MAX_QUEUE_NAME",
@@ -38,7 +40,7 @@ class TransientKind:
     REPLIES = "replies"  # a remote-control client's reply queue
 
 
-def transient_kind(name: str, *, event_prefix: str = "celeryev") -> str | None:
+def transient_kind(name: str, *, event_prefix: str = EVENT_QUEUE_PREFIX) -> str | None:
     """What kind of transient queue an AMQP-style or SQS queue name is, if any.
 
     Works on both spellings, since kombu maps '.' to '-':

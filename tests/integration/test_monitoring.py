@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from config.celery import EVENT_QUEUE_PREFIX
+from config.topology import EVENT_QUEUE_PREFIX
 from pipeline import get_order, submit_order
 from pipeline.app import app
 from pipeline.dev.demo import sample_order
