@@ -25,6 +25,7 @@ from pipeline.services.simulators import Faults, SimulatedCarrier, SimulatedGate
 from pipeline.services.validation import Rules
 from pipeline.sqs.heartbeat import VisibilityKeeper
 from pipeline.store import Store, create_db_engine
+from pipeline.worker.intake import reset_gates
 
 if TYPE_CHECKING:
     from pipeline.steps import Publisher, StepContext
@@ -169,4 +170,5 @@ def reconfigure(env: Mapping[str, str | None]) -> dict[str, str | None]:
             os.environ[key] = value
     load_settings.cache_clear()
     reset_runtime()
+    reset_gates()  # their limits came from the old settings
     return saved
