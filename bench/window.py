@@ -22,6 +22,7 @@ from sqlalchemy import select
 
 from pipeline.store import Store
 from pipeline.store import schema as t
+from pipeline.store.clock import aware
 from pipeline.store.db import reading
 
 RAMP = 1 / 3  # of the load's duration, before the steady window opens
@@ -29,10 +30,6 @@ RAMP = 1 / 3  # of the load's duration, before the steady window opens
 
 class Sampled(Protocol):
     def cpu(self) -> dict[str, float]: ...
-
-
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @dataclass
@@ -77,7 +74,7 @@ class Window:
             rows = conn.execute(select(t.orders.c.created_at, t.orders.c.terminal_at)
                                 .where(t.orders.c.id.in_(ids))).all()
         ended, steady_at = self.ended, self.steady_at
-        done = sorted(_utc(r.terminal_at) for r in rows if r.terminal_at is not None)
+        done = sorted(aware(r.terminal_at) for r in rows if r.terminal_at is not None)
         in_window = sum(steady_at <= d <= ended for d in done)
         window_s = max((ended - steady_at).total_seconds(), 1e-9)
         backlog = len(ids) - sum(d <= ended for d in done)

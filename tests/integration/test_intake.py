@@ -12,6 +12,7 @@ from pipeline import get_order
 from pipeline.api import cancel_order, submit_order
 from pipeline.dev.demo import sample_order
 from pipeline.domain import OrderStatus, parse_order
+from pipeline.store.clock import aware
 from pipeline.testing import stock_catalog, wait_until
 from pipeline.worker.intake import RESUME_AT
 from tests.fixtures import INTAKE_LIMIT, Pipeline
@@ -49,7 +50,7 @@ def test_new_orders_wait_in_sqs_while_the_lanes_hold_the_limit(pipeline: Pipelin
     assert view["status"] == S.COMPLETED
     validate = next(s for s in view["timeline"] if s["step"] == "validate")
     started = datetime.fromisoformat(str(validate["startedAt"]))
-    assert (started if started.tzinfo else started.replace(tzinfo=UTC)) > released_at
+    assert aware(started) > released_at
     assert "intake open" in log.read_text(errors="replace")[-200_000:]
     wait_until(lambda: all(get_order(o)["status"] == S.CANCELLED for o in filler),
                timeout=90, message="every filler order to end cancelled")
