@@ -107,8 +107,12 @@ def run(task: Task) -> str:
     return f"run/{task.value}"
 
 
-def trace_of(observed: Observed, order_id: str, *, ends_with: list[Task]) -> list[ExportedSpan]:
-    """Every span of the order's trace, once the consumer spans of `ends_with` arrived."""
+def trace_of(observed: Observed, order_id: str, *, ends_with: list[Task],
+             root: str = "order.submit") -> list[ExportedSpan]:
+    """Every span of the order's trace, once the consumer spans of `ends_with` arrived
+    and every consumer span's chain of parents up to `root`. Each process exports in
+    its own batches, so a step's span can land before the producer span (another
+    process's) that it hangs from."""
     def ready() -> list[ExportedSpan] | None:
         spans = observed.receiver.of_order(order_id)
         names = {s.name for s in spans}
@@ -117,7 +121,30 @@ def trace_of(observed: Observed, order_id: str, *, ends_with: list[Task]) -> lis
     spans = wait_until(ready, timeout=TIMEOUT, interval=0.5,
                        message=f"the spans of order {order_id}")
     (trace_id,) = {s.trace_id for s in spans}
-    return [s for s in observed.receiver.spans() if s.trace_id == trace_id]
+
+    def trace() -> list[ExportedSpan]:
+        return [s for s in observed.receiver.spans() if s.trace_id == trace_id]
+
+    try:
+        return wait_until(lambda: not _orphans(trace(), root) and trace(), timeout=TIMEOUT,
+                          interval=0.5, message="")
+    except AssertionError:
+        raise AssertionError(f"order {order_id}: no chain up to {root!r} from "
+                             f"{_orphans(trace(), root)}") from None
+
+
+def _orphans(spans: list[ExportedSpan], root: str) -> list[str]:
+    """The consumer spans with a span missing on their way up to `root`."""
+    by_id = {s.span_id: s for s in spans}
+    missing = []
+    for consumer in (s for s in spans if s.kind == "CONSUMER"):
+        node = consumer
+        while node.name != root:
+            if node.parent_id not in by_id:
+                missing.append(consumer.name)
+                break
+            node = by_id[node.parent_id]
+    return missing
 
 
 def parent(spans: list[ExportedSpan], span: ExportedSpan) -> ExportedSpan:
@@ -261,7 +288,9 @@ def test_a_reconciler_redrive_continues_the_stored_trace(observed: Observed) -> 
     order = parse_order(sample_order("single", 4))
     observed.rt.store.create_order(order, trace_context=f"00-{trace_id}-{span_id}-01")
     assert finished(order.order_id)["status"] == "COMPLETED"
-    spans = trace_of(observed, order.order_id, ends_with=[Task.NOTIFY])
+    # The stored parent is no span anyone exported: the redrive is the root here.
+    spans = trace_of(observed, order.order_id, ends_with=[Task.NOTIFY],
+                     root="reconcile.redrive")
     assert {s.trace_id for s in spans} == {trace_id}
     redrives = [s for s in spans if s.name == "reconcile.redrive"]
     assert redrives and all(s.parent_id == span_id for s in redrives)
