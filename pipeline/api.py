@@ -100,18 +100,17 @@ def get_order(order_id: str) -> dict[str, Any]:
     """The order's status, timeline, ledger, reservations, shipment and notifications."""
     store = get_runtime().store
     record = store.order(order_id)
-    status = OrderStatus(record["status"])
     return {
-        "orderId": record["id"],
-        "status": status.value,
-        "terminal": status.terminal,
-        "outcome": record["outcome"],
-        "reasons": record["reasons"],
-        "priority": record["priority"],
-        "totalAmount": str(record["total_amount"]),
-        "currency": record["currency"],
-        "createdAt": record["created_at"].isoformat(),
-        "terminalAt": record["terminal_at"].isoformat() if record["terminal_at"] else None,
+        "orderId": record.id,
+        "status": record.status.value,
+        "terminal": record.status.terminal,
+        "outcome": record.outcome.value if record.outcome else None,
+        "reasons": list(record.reasons),
+        "priority": record.priority,
+        "totalAmount": str(record.total_amount),
+        "currency": record.currency,
+        "createdAt": record.created_at.isoformat(),
+        "terminalAt": record.terminal_at.isoformat() if record.terminal_at else None,
         "timeline": [
             {"step": s["step"], "attempt": s["attempt"], "outcome": s["outcome"],
              "startedAt": s["started_at"].isoformat(),

@@ -355,7 +355,7 @@ def give_up(ctx: StepContext, task: Task, args: Sequence[Any], error: BaseExcept
         # SHIPPED, say: the shipment stands; the step waits in the DLQ and the
         # reconciler sends it again.
         return
-    cancelled = ctx.store.order(order_id)["cancel_requested"]
+    cancelled = ctx.store.order(order_id).cancel_requested
     outcome = S.CANCELLED if cancelled else S.FAILED
     if ctx.store.transition(order_id, S.COMPENSATING, expected=[status], outcome=outcome,
                             reasons=[cancelled or f"{step} failed: {reason}"]):

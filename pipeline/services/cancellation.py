@@ -41,7 +41,7 @@ def cancel(store: Store, order_id: str, reason: str) -> Cancellation:
         elif status is OrderStatus.AUTHORIZING:
             if store.request_cancel(order_id, reason, while_in=status):
                 return Cancellation.REQUESTED
-            if store.order(order_id)["cancel_requested"] and store.status(
+            if store.order(order_id).cancel_requested and store.status(
                     order_id) is OrderStatus.AUTHORIZING:
                 return Cancellation.REQUESTED  # asked before: still waiting for the step
         else:

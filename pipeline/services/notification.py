@@ -88,9 +88,9 @@ def notify(store: Store, order_id: str, record: Record = unrecorded) -> StepResu
             return StepResult.stop(None, repeated=True, detail="order moved on meanwhile")
         row = store.order(order_id, conn=conn)
         body = " ".join((text.format(id=order_id,
-                                     reasons="; ".join(row["reasons"] or []) or "n/a"),
+                                     reasons="; ".join(row.reasons) or "n/a"),
                          money_sentence(final, payments)))
-        for channel, recipient in channels(row["document"].get("contact", {})):
+        for channel, recipient in channels(row.document.get("contact", {})):
             if store.record_notification(conn, order_id=order_id, template=template,
                                          channel=channel, recipient=recipient, body=body):
                 log.info("notified order %s via %s (%s)", order_id, channel, template)

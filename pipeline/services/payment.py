@@ -40,7 +40,7 @@ def authorize(store: Store, gateway: GuardedGateway, order_id: str,
     """Claim the order (AUTHORIZING), ask the gateway, then in one transaction record
     the answer and either send every line for reservation (RESERVING) or compensate."""
     row = store.order(order_id)
-    status = OrderStatus(row["status"])
+    status = row.status
     if status is S.VALIDATED:
         if not store.transition(order_id, S.AUTHORIZING, expected=[S.VALIDATED]):
             return authorize(store, gateway, order_id, record)  # moved meanwhile: look again
@@ -48,12 +48,12 @@ def authorize(store: Store, gateway: GuardedGateway, order_id: str,
         if reached(status, S.RESERVING):
             return Authorized(StepResult.go("already authorized", repeated=True))
         return Authorized(StepResult.stop(None, repeated=True, detail=f"order is {status}"))
-    amount = Decimal(row["total_amount"])
-    currency = row["currency"]
+    amount = row.total_amount
+    currency = row.currency
     key = payment_key(order_id, "authorize")
     # May raise GatewayUnavailable: retried with the same key, so a lost
     # response never becomes a second authorization.
-    result = gateway.authorize(key, row["document"]["payment"]["token"], amount, currency)
+    result = gateway.authorize(key, row.document["payment"]["token"], amount, currency)
     with store.engine.begin() as conn:
         kind = "authorize" if result["approved"] else "decline"
         store.record_payment(conn, order_id=order_id, kind=kind, amount=amount,
@@ -63,14 +63,14 @@ def authorize(store: Store, gateway: GuardedGateway, order_id: str,
             store.transition(order_id, S.COMPENSATING, expected=[S.AUTHORIZING],
                              outcome=S.PAYMENT_DECLINED, reasons=[reason], conn=conn)
             return Authorized(record(conn, StepResult.stop(S.PAYMENT_DECLINED, (reason,))))
-        updates = tuple(StockUpdate(order_id, line["sku"], line["quantity"], StockOp.RESERVE)
+        updates = tuple(StockUpdate(order_id, line.sku, line.quantity, StockOp.RESERVE)
                         for line in store.lines(order_id))
         if store.transition(order_id, S.RESERVING, expected=[S.AUTHORIZING], conn=conn,
                             unless_cancel_requested=True):
             store.record_published(updates, conn)
             sent = StepResult.go(f"authorized {amount} {currency}; {len(updates)} line(s) "
                                  "sent for reservation", next_sent=True)
-            return Authorized(record(conn, sent), updates, vip=row["priority"] == "vip")
+            return Authorized(record(conn, sent), updates, vip=row.vip)
         cancel = store.cancel_requested(conn, order_id)
         if cancel is not None and store.transition(
                 order_id, S.COMPENSATING, expected=[S.AUTHORIZING], outcome=S.CANCELLED,
@@ -125,10 +125,10 @@ def reverse(store: Store, gateway: GuardedGateway, order_id: str,
             record: Record = unrecorded) -> StepResult:
     """Compensation: refund a capture in full, or void an authorization; once."""
     row = store.order_resumed(order_id)
-    if OrderStatus(row["status"]) not in WINDING_DOWN:
-        return StepResult.stop(None, repeated=True, detail=f"order is {row['status']}")
+    if row.status not in WINDING_DOWN:
+        return StepResult.stop(None, repeated=True, detail=f"order is {row.status}")
     entries = {e["kind"]: e for e in store.payment_entries(order_id)}
-    _learn_lost_effects(store, gateway, order_id, entries, row["currency"])
+    _learn_lost_effects(store, gateway, order_id, entries, row.currency)
     if "capture" in entries and "refund" not in entries:
         cap = entries["capture"]
         key = payment_key(order_id, "refund")

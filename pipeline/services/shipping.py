@@ -29,7 +29,7 @@ S = OrderStatus
 def ship(store: Store, gateway: GuardedGateway, carrier: SimulatedCarrier,
          order_id: str, record: Record = unrecorded) -> StepResult:
     row = store.order(order_id)
-    status = OrderStatus(row["status"])
+    status = row.status
     if status is S.RESERVED:
         if not store.transition(order_id, S.SHIPPING, expected=[S.RESERVED]):
             return ship(store, gateway, carrier, order_id, record)  # moved meanwhile
@@ -40,7 +40,7 @@ def ship(store: Store, gateway: GuardedGateway, carrier: SimulatedCarrier,
     capture_ref = payment.capture(store, gateway, order_id)
     lines = store.lines(order_id)
     result = carrier.create_shipment(shipment_key(order_id),
-                                     row["document"]["shippingAddress"], len(lines))
+                                     row.document["shippingAddress"], len(lines))
     with store.engine.begin() as conn:
         if not result["accepted"]:
             reason = f"shipment refused: {result['reason']}"
@@ -57,7 +57,7 @@ def ship(store: Store, gateway: GuardedGateway, carrier: SimulatedCarrier,
 def cancel_shipment(store: Store, carrier: SimulatedCarrier, order_id: str,
                     record: Record = unrecorded) -> StepResult:
     """Compensation: void the carrier's shipment of this order, if it made one."""
-    status = OrderStatus(store.order_resumed(order_id)["status"])
+    status = store.order_resumed(order_id).status
     if status not in WINDING_DOWN:
         return StepResult.stop(None, repeated=True, detail=f"order is {status}")
     key = shipment_key(order_id)

@@ -75,13 +75,13 @@ def validate(store: Store, order_id: str, rules: Rules,
              record: Record = unrecorded) -> StepResult:
     """Check a RECEIVED order; VALIDATED, or COMPENSATING towards REJECTED."""
     row = store.order(order_id)
-    status = OrderStatus(row["status"])
+    status = row.status
     if status is not OrderStatus.RECEIVED:
         if reached(status, OrderStatus.VALIDATED):
             return StepResult.go("already validated", repeated=True)
         return StepResult.stop(None, repeated=True, detail=f"order is {status}")
     try:
-        order = parse_order(row["document"])
+        order = parse_order(row.document)
         problems = business_problems(order, store.catalog(i.product_id for i in order.items),
                                      rules)
     except InvalidOrder as error:  # stored before a schema change, say

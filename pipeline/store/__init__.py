@@ -2,5 +2,6 @@
 
 from pipeline.store.db import create_db_engine, create_schema, reading
 from pipeline.store.repository import Store
+from pipeline.store.rows import LineRow, OrderRow
 
-__all__ = ["Store", "create_db_engine", "create_schema", "reading"]
+__all__ = ["LineRow", "OrderRow", "Store", "create_db_engine", "create_schema", "reading"]

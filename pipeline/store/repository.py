@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from pipeline.breaker_state import BreakerRow, BreakerState
@@ -23,6 +23,7 @@ from pipeline.store import outbox, prepared
 from pipeline.store import schema as t
 from pipeline.store.clock import aware, now
 from pipeline.store.db import reading
+from pipeline.store.rows import LineRow, OrderRow
 from pipeline.store.stock import StockLedger
 from pipeline.workflow import OrderState
 
@@ -75,18 +76,16 @@ class Store(StockLedger):
                 return False
             # Lines with the same product are merged by validation's rule
             # (duplicates are rejected), so the first wins here.
-            seen: set[str] = set()
+            lines: dict[str, dict[str, Any]] = {}
             for item in order.items:
-                if item.product_id in seen:
-                    continue
-                seen.add(item.product_id)
-                conn.execute(insert(t.order_lines).values(
-                    order_id=order.order_id, sku=item.product_id,
-                    quantity=item.quantity, price=item.price,
-                ))
+                lines.setdefault(item.product_id, {
+                    "order_id": order.order_id, "sku": item.product_id,
+                    "quantity": item.quantity, "price": item.price})
+            if lines:  # parse_order requires one; an Order built by hand might not
+                conn.execute(prepared.insert_into(t.order_lines), list(lines.values()))
         return True
 
-    def order(self, order_id: str, *, conn: Connection | None = None) -> dict[str, Any]:
+    def order(self, order_id: str, *, conn: Connection | None = None) -> OrderRow:
         params = {"order_id": order_id}
         if conn is not None:
             row = conn.execute(prepared.ORDER_ROW, params).mappings().first()
@@ -95,7 +94,7 @@ class Store(StockLedger):
                 row = own.execute(prepared.ORDER_ROW, params).mappings().first()
         if row is None:
             raise OrderNotFound(f"no order with id {order_id!r}")
-        return dict(row)
+        return OrderRow.of(row)
 
     def order_state(self, order_id: str) -> OrderState:
         """Everything the workflow decides on, read in one snapshot."""
@@ -126,10 +125,10 @@ class Store(StockLedger):
         with reading(self.engine) as conn:
             return self._status_in(conn, order_id)
 
-    def lines(self, order_id: str) -> list[dict[str, Any]]:
+    def lines(self, order_id: str) -> list[LineRow]:
         with reading(self.engine) as conn:
             rows = conn.execute(prepared.ORDER_LINES, {"order_id": order_id}).mappings().all()
-        return [dict(r) for r in rows]
+        return [LineRow.of(r) for r in rows]
 
     def transition(
         self,
@@ -185,12 +184,12 @@ class Store(StockLedger):
         return self.transition(order_id, OrderStatus.COMPENSATING,
                                expected=[OrderStatus.NEEDS_ATTENTION])
 
-    def order_resumed(self, order_id: str) -> dict[str, Any]:
+    def order_resumed(self, order_id: str) -> OrderRow:
         """The order, for a compensation step: one that was waiting for attention
         resumes compensating first. The write happens only then, so the common
         case costs a read, not a write transaction."""
         row = self.order(order_id)
-        if row["status"] != OrderStatus.NEEDS_ATTENTION.value:
+        if row.status is not OrderStatus.NEEDS_ATTENTION:
             return row
         self.resume_compensation(order_id)
         return self.order(order_id)

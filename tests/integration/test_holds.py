@@ -105,7 +105,7 @@ def test_an_expiry_cannot_end_an_order_the_shipping_step_has_claimed(tmp_path: P
     order_id = stuck_in_reserved(store, sample_order("single", 2), hold_s=-1)
     gateway = GuardedGateway(SimulatedGateway(store.engine, Faults(), random.Random(1)),
                              Breaker(store, "gateway", BreakerConfig()))
-    amount = store.order(order_id)["total_amount"]
+    amount = store.order(order_id).total_amount
     auth = gateway.authorize(f"{order_id}:authorize", "tok_visa", amount, "USD")
     with store.engine.begin() as conn:
         store.record_payment(conn, order_id=order_id, kind="authorize",

@@ -32,11 +32,11 @@ def test_an_order_before_the_payment_claim_or_after_it_is_cancelled_once(
     order_id = order_at(store, status, PATH.index(status))
     assert cancel(store, order_id, "asked") is Cancellation.CANCELLED
     record = store.order(order_id)
-    assert (record["status"], record["outcome"], record["reasons"]) == (
-        "COMPENSATING", "CANCELLED", ["asked"])
-    assert record["compensating_from"] == status.value
+    assert (record.status, record.outcome, record.reasons) == (
+        S.COMPENSATING, S.CANCELLED, ("asked",))
+    assert record.compensating_from is status
     assert cancel(store, order_id, "again") is Cancellation.ALREADY_ENDING
-    assert store.order(order_id)["reasons"] == ["asked"]
+    assert store.order(order_id).reasons == ("asked",)
     store.transition(order_id, S.CANCELLED, expected=[S.COMPENSATING])  # let the audit see it end
 
 
@@ -45,7 +45,7 @@ def test_a_cancellation_while_authorizing_is_recorded_for_the_payment_step(
     order_id = order_at(store, S.AUTHORIZING, 20)
     assert cancel(store, order_id, "changed my mind") is Cancellation.REQUESTED
     assert store.status(order_id) is S.AUTHORIZING  # the step owns it
-    assert store.order(order_id)["cancel_requested"] == "changed my mind"
+    assert store.order(order_id).cancel_requested == "changed my mind"
     assert cancel(store, order_id, "again") is Cancellation.REQUESTED
     # The payment step's move on loses to the recorded request:
     assert not store.transition(order_id, S.RESERVING, expected=[S.AUTHORIZING],

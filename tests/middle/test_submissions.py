@@ -7,14 +7,15 @@ import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from pipeline.domain import parse_order
+from pipeline.domain import OrderStatus, parse_order
 from pipeline.errors import OrderConflict
-from pipeline.store import Store, create_db_engine, create_schema
+from pipeline.store import LineRow, Store, create_db_engine, create_schema
 from pipeline.testing import postgres_database, postgres_reachable
 from tests.fixtures import POSTGRES_ADMIN_URL
 from tests.middle.conftest import ADDRESS
@@ -71,3 +72,20 @@ def test_the_same_document_twice_is_one_order(any_store: Store) -> None:
     assert any_store.create_order(order) is True
     assert any_store.create_order(order) is False
     assert len(any_store.lines(order.order_id)) == 1
+
+
+def test_a_stored_order_reads_back_typed_and_the_same_on_both_databases(
+        any_store: Store) -> None:
+    order = parse_order({**document(f"typed-{uuid.uuid4().hex[:8]}", 2), "items": [
+        {"productId": "SKU-X", "quantity": 2, "price": "1.00"},
+        {"productId": "SKU-Y", "quantity": 1, "price": "0.50"}], "totalAmount": "2.50"})
+    assert any_store.create_order(order, trace_context="00-ab-cd-01") is True
+    row = any_store.order(order.order_id)
+    assert (row.id, row.status, row.outcome, row.reasons, row.total_amount, row.currency) == (
+        order.order_id, OrderStatus.RECEIVED, None, (), Decimal("2.50"), "USD")
+    # SQLite hands timestamps back naive; the row is aware on both.
+    assert row.created_at.tzinfo is not None and row.created_at.utcoffset() == timedelta(0)
+    assert row.terminal_at is None and row.trace_context == "00-ab-cd-01"
+    assert row.document == order.document()
+    assert any_store.lines(order.order_id) == [
+        LineRow("SKU-X", 2, Decimal("1.00")), LineRow("SKU-Y", 1, Decimal("0.50"))]

@@ -1,0 +1,75 @@
+"""Typed rows at the store's boundary: what a caller reads is checked once, here.
+
+A `dict[str, Any]` row lets a typo in a column name or a status string compared
+to an enum pass mypy and fail in production; these carry the domain's types
+(OrderStatus, Decimal, aware datetimes on SQLite and PostgreSQL alike).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import RowMapping
+
+from pipeline.domain import OrderStatus
+from pipeline.store.clock import aware
+
+__all__ = ["LineRow", "OrderRow"]
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRow:
+    """One row of `orders`, as stored."""
+
+    id: str
+    customer_id: str
+    priority: str
+    status: OrderStatus
+    outcome: OrderStatus | None  # the terminal status a COMPENSATING order will reach
+    compensating_from: OrderStatus | None  # what there is to undo
+    cancel_requested: str | None  # the reason, while a step owns the order
+    reasons: tuple[str, ...]
+    currency: str
+    total_amount: Decimal
+    document: dict[str, Any]  # the submitted document, as validated at submit
+    document_hash: str
+    created_at: datetime
+    updated_at: datetime
+    terminal_at: datetime | None
+    trace_context: str | None
+
+    @property
+    def vip(self) -> bool:
+        return self.priority == "vip"
+
+    @classmethod
+    def of(cls, row: RowMapping) -> OrderRow:
+        return cls(
+            id=row["id"], customer_id=row["customer_id"], priority=row["priority"],
+            status=OrderStatus(row["status"]),
+            outcome=OrderStatus(row["outcome"]) if row["outcome"] else None,
+            compensating_from=(OrderStatus(row["compensating_from"])
+                               if row["compensating_from"] else None),
+            cancel_requested=row["cancel_requested"],
+            reasons=tuple(row["reasons"] or ()), currency=row["currency"],
+            total_amount=Decimal(row["total_amount"]), document=row["document"],
+            document_hash=row["document_hash"], created_at=aware(row["created_at"]),
+            updated_at=aware(row["updated_at"]),
+            terminal_at=aware(row["terminal_at"]) if row["terminal_at"] else None,
+            trace_context=row["trace_context"])
+
+
+@dataclass(frozen=True, slots=True)
+class LineRow:
+    """One line of an order: a product, how many, at what unit price."""
+
+    sku: str
+    quantity: int
+    price: Decimal
+
+    @classmethod
+    def of(cls, row: RowMapping) -> LineRow:
+        return cls(sku=row["sku"], quantity=int(row["quantity"]), price=Decimal(row["price"]))
