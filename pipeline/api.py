@@ -119,8 +119,8 @@ def get_order(order_id: str) -> dict[str, Any]:
             for s in store.timeline(order_id)
         ],
         "payments": [
-            {"kind": p["kind"], "amount": str(p["amount"]), "currency": p["currency"],
-             "reference": p["gateway_ref"], "at": p["created_at"].isoformat()}
+            {"kind": p.kind, "amount": str(p.amount), "currency": p.currency,
+             "reference": p.gateway_ref, "at": p.created_at.isoformat()}
             for p in store.payment_entries(order_id)
         ],
         "reservations": [

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import logging
 from decimal import Decimal
-from typing import Any
 
 from pipeline.domain import OrderStatus
 from pipeline.services.outcome import Record, StepResult, unrecorded
-from pipeline.store import Store
+from pipeline.store import PaymentRow, Store
 from pipeline.workflow import money_settled, next_undo
 
 log = logging.getLogger("pipeline.notifications")
@@ -42,17 +41,17 @@ def channels(contact: dict[str, str]) -> list[tuple[str, str]]:
     return found or [("local", "outbox")]
 
 
-def money_sentence(final: OrderStatus, payments: list[dict[str, Any]]) -> str:
+def money_sentence(final: OrderStatus, payments: list[PaymentRow]) -> str:
     """What the ledger says happened to the customer's money, and nothing else."""
     def total(kind: str) -> Decimal:
-        return sum((Decimal(p["amount"]) for p in payments if p["kind"] == kind), Decimal(0))
+        return sum((p.amount for p in payments if p.kind == kind), Decimal(0))
 
-    currency = payments[0]["currency"] if payments else ""
+    currency = payments[0].currency if payments else ""
     if final is OrderStatus.COMPLETED:
         return f"{total('capture'):.2f} {currency} was charged."
     if total("refund"):
         return f"Your payment of {total('refund'):.2f} {currency} has been refunded."
-    if any(p["kind"] == "void" for p in payments):
+    if any(p.kind == "void" for p in payments):
         return "The hold on your card was released: you have not been charged."
     return "You have not been charged."
 
@@ -78,7 +77,7 @@ def notify(store: Store, order_id: str, record: Record = unrecorded) -> StepResu
     template, text = TEMPLATES[final]
     with store.engine.begin() as conn:
         payments = store.payment_entries(order_id, conn=conn)
-        ledger = tuple((p["kind"], str(p["amount"])) for p in payments)
+        ledger = tuple((p.kind, str(p.amount)) for p in payments)
         if final is not OrderStatus.COMPLETED and not money_settled(ledger):
             # Never tell a customer something the ledger does not show.
             return StepResult.stop(None, repeated=True, detail="money not settled yet")

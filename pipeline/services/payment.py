@@ -18,7 +18,8 @@ from pipeline.errors import PermanentError
 from pipeline.keys import payment_key
 from pipeline.services.breaker import GuardedGateway
 from pipeline.services.outcome import Record, StepResult, unrecorded
-from pipeline.store import Store
+from pipeline.store import PaymentRow, Store
+from pipeline.store.clock import now
 
 __all__ = ["Authorized", "authorize", "capture", "reverse"]
 
@@ -82,22 +83,22 @@ def authorize(store: Store, gateway: GuardedGateway, order_id: str,
 
 def capture(store: Store, gateway: GuardedGateway, order_id: str) -> str:
     """Capture the authorized amount once; returns the capture reference."""
-    entries = {e["kind"]: e for e in store.payment_entries(order_id)}
+    entries = {e.kind: e for e in store.payment_entries(order_id)}
     if "capture" in entries:
-        return str(entries["capture"]["gateway_ref"])
+        return entries["capture"].reference
     auth = entries.get("authorize")
     if auth is None:
         raise PermanentError(f"order {order_id} has no authorization to capture")
     key = payment_key(order_id, "capture")
-    result = gateway.capture(key, auth["gateway_ref"], Decimal(auth["amount"]))
+    result = gateway.capture(key, auth.reference, auth.amount)
     with store.engine.begin() as conn:
-        store.record_payment(conn, order_id=order_id, kind="capture", amount=auth["amount"],
-                             currency=auth["currency"], gateway_ref=result["reference"], key=key)
+        store.record_payment(conn, order_id=order_id, kind="capture", amount=auth.amount,
+                             currency=auth.currency, gateway_ref=result["reference"], key=key)
     return str(result["reference"])
 
 
 def _learn_lost_effects(store: Store, gateway: GuardedGateway, order_id: str,
-                        entries: dict[str, dict[str, Any]], currency: str) -> None:
+                        entries: dict[str, PaymentRow], currency: str) -> None:
     """Record what the gateway did for requests whose response never came back.
 
     The lookups run outside any transaction: a remote call never holds the
@@ -117,8 +118,7 @@ def _learn_lost_effects(store: Store, gateway: GuardedGateway, order_id: str,
             store.record_payment(conn, order_id=order_id, kind=kind, amount=amount,
                                  currency=currency, gateway_ref=effect["reference"],
                                  key=payment_key(order_id, kind))
-            entries[kind] = {"kind": kind, "gateway_ref": effect["reference"],
-                             "amount": amount, "currency": currency}
+            entries[kind] = PaymentRow(kind, amount, currency, effect["reference"], now())
 
 
 def reverse(store: Store, gateway: GuardedGateway, order_id: str,
@@ -127,18 +127,18 @@ def reverse(store: Store, gateway: GuardedGateway, order_id: str,
     row = store.order_resumed(order_id)
     if row.status not in WINDING_DOWN:
         return StepResult.stop(None, repeated=True, detail=f"order is {row.status}")
-    entries = {e["kind"]: e for e in store.payment_entries(order_id)}
+    entries = {e.kind: e for e in store.payment_entries(order_id)}
     _learn_lost_effects(store, gateway, order_id, entries, row.currency)
     if "capture" in entries and "refund" not in entries:
         cap = entries["capture"]
         key = payment_key(order_id, "refund")
-        result = gateway.refund(key, cap["gateway_ref"], Decimal(cap["amount"]))
-        kind, amount, currency = "refund", cap["amount"], cap["currency"]
+        result = gateway.refund(key, cap.reference, cap.amount)
+        kind, amount, currency = "refund", cap.amount, cap.currency
     elif "authorize" in entries and not {"void", "capture"} & entries.keys():
         auth = entries["authorize"]
         key = payment_key(order_id, "void")
-        result = gateway.void(key, auth["gateway_ref"])
-        kind, amount, currency = "void", auth["amount"], auth["currency"]
+        result = gateway.void(key, auth.reference)
+        kind, amount, currency = "void", auth.amount, auth.currency
     else:
         settled = "refund" in entries or "void" in entries
         return StepResult.go("already reversed" if settled else "nothing to reverse",

@@ -2,6 +2,7 @@
 
 from pipeline.store.db import create_db_engine, create_schema, reading
 from pipeline.store.repository import Store
-from pipeline.store.rows import LineRow, OrderRow
+from pipeline.store.rows import LineRow, OrderRow, PaymentRow
 
-__all__ = ["LineRow", "OrderRow", "Store", "create_db_engine", "create_schema", "reading"]
+__all__ = ["LineRow", "OrderRow", "PaymentRow", "Store", "create_db_engine", "create_schema",
+           "reading"]

@@ -23,7 +23,7 @@ from pipeline.store import outbox, prepared
 from pipeline.store import schema as t
 from pipeline.store.clock import aware, now
 from pipeline.store.db import reading
-from pipeline.store.rows import LineRow, OrderRow
+from pipeline.store.rows import LineRow, OrderRow, PaymentRow
 from pipeline.store.stock import StockLedger
 from pipeline.workflow import OrderState
 
@@ -358,12 +358,12 @@ class Store(StockLedger):
         return inserted
 
     def payment_entries(self, order_id: str, *,
-                        conn: Connection | None = None) -> list[dict[str, Any]]:
+                        conn: Connection | None = None) -> list[PaymentRow]:
         params = {"order_id": order_id}
         if conn is not None:
-            return [dict(r) for r in conn.execute(prepared.PAYMENTS, params).mappings()]
+            return [PaymentRow.of(r) for r in conn.execute(prepared.PAYMENTS, params).mappings()]
         with reading(self.engine) as own:
-            return [dict(r) for r in own.execute(prepared.PAYMENTS, params).mappings()]
+            return [PaymentRow.of(r) for r in own.execute(prepared.PAYMENTS, params).mappings()]
 
     def record_shipment(self, conn: Connection, order_id: str, carrier: str,
                         tracking_number: str) -> bool:

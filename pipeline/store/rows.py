@@ -17,7 +17,7 @@ from sqlalchemy import RowMapping
 from pipeline.domain import OrderStatus
 from pipeline.store.clock import aware
 
-__all__ = ["LineRow", "OrderRow"]
+__all__ = ["LineRow", "OrderRow", "PaymentRow"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,3 +73,26 @@ class LineRow:
     @classmethod
     def of(cls, row: RowMapping) -> LineRow:
         return cls(sku=row["sku"], quantity=int(row["quantity"]), price=Decimal(row["price"]))
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRow:
+    """One entry of an order's payment ledger: what the gateway did, once."""
+
+    kind: str  # authorize | capture | void | refund | decline
+    amount: Decimal
+    currency: str
+    gateway_ref: str | None
+    created_at: datetime
+
+    @property
+    def reference(self) -> str:
+        """The gateway's reference of the effect (only a decline may have none)."""
+        if self.gateway_ref is None:
+            raise ValueError(f"the {self.kind} entry has no gateway reference")
+        return self.gateway_ref
+
+    @classmethod
+    def of(cls, row: RowMapping) -> PaymentRow:
+        return cls(kind=row["kind"], amount=Decimal(row["amount"]), currency=row["currency"],
+                   gateway_ref=row["gateway_ref"], created_at=aware(row["created_at"]))

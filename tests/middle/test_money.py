@@ -18,7 +18,7 @@ S = OrderStatus
 
 
 def ledger(harness: Harness, order_id: str) -> list[str]:
-    return [p["kind"] for p in harness.store.payment_entries(order_id)]
+    return [p.kind for p in harness.store.payment_entries(order_id)]
 
 
 def told(harness: Harness, order_id: str) -> list[str]:
