@@ -21,7 +21,8 @@ def orders_lines(rows: list[dict[str, Any]]) -> list[str]:
     ]
     for r in rows:
         req = r["requestsPerOrder"]
-        done = f"{r['completed']}/{r['orders']}" + (" STALLED" if r["stalled"] else "")
+        done = f"{r['completed']}/{r['orders']}" + (
+            f" when the {r.get('drainLimitSeconds', 60):g} s wait ran out" if r["stalled"] else "")
         lines.append(
             f"| {r['system']} | {r['load']} | {done} | {r['ordersPerSecond']} | "
             f"{_ms(r['latency']['p50'])} | {_ms(r['latency']['p95'])} | "
