@@ -10,6 +10,7 @@ from pipeline import tracing
 from pipeline.domain import Order, OrderStatus, parse_order
 from pipeline.errors import BrokerUnavailable
 from pipeline.runtime import get_runtime
+from pipeline.store import ShipmentRow
 
 log = logging.getLogger("pipeline.api")
 
@@ -124,8 +125,8 @@ def get_order(order_id: str) -> dict[str, Any]:
             for p in store.payment_entries(order_id)
         ],
         "reservations": [
-            {"productId": r["sku"], "quantity": r["quantity"], "state": r["state"],
-             "reserveSequence": r["reserve_sequence"], "releaseSequence": r["release_sequence"]}
+            {"productId": r.sku, "quantity": r.quantity, "state": r.state,
+             "reserveSequence": r.reserve_sequence, "releaseSequence": r.release_sequence}
             for r in store.reservations(order_id)
         ],
         "shipment": _shipment(store.shipment(order_id)),
@@ -137,8 +138,8 @@ def get_order(order_id: str) -> dict[str, Any]:
     }
 
 
-def _shipment(row: dict[str, Any] | None) -> dict[str, Any] | None:
+def _shipment(row: ShipmentRow | None) -> dict[str, Any] | None:
     if row is None:
         return None
-    return {"carrier": row["carrier"], "trackingNumber": row["tracking_number"],
-            "at": row["created_at"].isoformat()}
+    return {"carrier": row.carrier, "trackingNumber": row.tracking_number,
+            "at": row.created_at.isoformat()}

@@ -2,7 +2,7 @@
 
 from pipeline.store.db import create_db_engine, create_schema, reading
 from pipeline.store.repository import Store
-from pipeline.store.rows import LineRow, OrderRow, PaymentRow
+from pipeline.store.rows import LineRow, OrderRow, PaymentRow, ReservationRow, ShipmentRow
 
-__all__ = ["LineRow", "OrderRow", "PaymentRow", "Store", "create_db_engine", "create_schema",
-           "reading"]
+__all__ = ["LineRow", "OrderRow", "PaymentRow", "ReservationRow", "ShipmentRow", "Store",
+           "create_db_engine", "create_schema", "reading"]

@@ -23,7 +23,7 @@ from pipeline.store import outbox, prepared
 from pipeline.store import schema as t
 from pipeline.store.clock import aware, now
 from pipeline.store.db import reading
-from pipeline.store.rows import LineRow, OrderRow, PaymentRow
+from pipeline.store.rows import LineRow, OrderRow, PaymentRow, ShipmentRow
 from pipeline.store.stock import StockLedger
 from pipeline.workflow import OrderState
 
@@ -376,11 +376,11 @@ class Store(StockLedger):
             t.shipments.c.order_id == order_id, t.shipments.c.cancelled_at.is_(None),
         ).values(cancelled_at=now())).rowcount)
 
-    def shipment(self, order_id: str) -> dict[str, Any] | None:
+    def shipment(self, order_id: str) -> ShipmentRow | None:
         with reading(self.engine) as conn:
             row = conn.execute(select(t.shipments).where(t.shipments.c.order_id == order_id)
                                ).mappings().first()
-        return dict(row) if row else None
+        return ShipmentRow.of(row) if row else None
 
     def record_notification(self, conn: Connection, *, order_id: str, template: str,
                             channel: str, recipient: str, body: str) -> bool:

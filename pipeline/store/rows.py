@@ -17,7 +17,7 @@ from sqlalchemy import RowMapping
 from pipeline.domain import OrderStatus
 from pipeline.store.clock import aware
 
-__all__ = ["LineRow", "OrderRow", "PaymentRow"]
+__all__ = ["LineRow", "OrderRow", "PaymentRow", "ReservationRow", "ShipmentRow"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,3 +96,40 @@ class PaymentRow:
     def of(cls, row: RowMapping) -> PaymentRow:
         return cls(kind=row["kind"], amount=Decimal(row["amount"]), currency=row["currency"],
                    gateway_ref=row["gateway_ref"], created_at=aware(row["created_at"]))
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationRow:
+    """One line's hold on stock: RESERVED, REJECTED, RELEASED or SHIPPED."""
+
+    sku: str
+    quantity: int
+    state: str
+    reserve_sequence: str | None  # the FIFO position of the reservation
+    release_sequence: str | None  # ... and of its release
+    expires_at: datetime | None
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, row: RowMapping) -> ReservationRow:
+        return cls(sku=row["sku"], quantity=int(row["quantity"]), state=row["state"],
+                   reserve_sequence=row["reserve_sequence"],
+                   release_sequence=row["release_sequence"],
+                   expires_at=aware(row["expires_at"]) if row["expires_at"] else None,
+                   updated_at=aware(row["updated_at"]))
+
+
+@dataclass(frozen=True, slots=True)
+class ShipmentRow:
+    """The carrier's shipment of an order (cancelled_at: it voided it)."""
+
+    carrier: str
+    tracking_number: str
+    created_at: datetime
+    cancelled_at: datetime | None
+
+    @classmethod
+    def of(cls, row: RowMapping) -> ShipmentRow:
+        return cls(carrier=row["carrier"], tracking_number=row["tracking_number"],
+                   created_at=aware(row["created_at"]),
+                   cancelled_at=aware(row["cancelled_at"]) if row["cancelled_at"] else None)

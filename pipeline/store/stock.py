@@ -24,6 +24,7 @@ from pipeline.store import outbox, prepared
 from pipeline.store import schema as t
 from pipeline.store.clock import aware, now
 from pipeline.store.db import reading
+from pipeline.store.rows import ReservationRow
 
 # Called inside a line's transaction with the line's resulting state: the step
 # writes its timeline row there (pipeline.services.outcome.Record).
@@ -349,11 +350,11 @@ class StockLedger:
                 t.reservations.c.order_id == order_id)).all()
         return {sku: state for sku, state in rows}
 
-    def reservations(self, order_id: str) -> list[dict[str, Any]]:
+    def reservations(self, order_id: str) -> list[ReservationRow]:
         with reading(self.engine) as conn:
             rows = conn.execute(select(t.reservations).where(
                 t.reservations.c.order_id == order_id).order_by(t.reservations.c.sku))
-            return [dict(r) for r in rows.mappings()]
+            return [ReservationRow.of(r) for r in rows.mappings()]
 
     def ship_lines(self, conn: Connection, order_id: str) -> None:
         """Move every reserved line of an order to shipped (inside the caller's transaction)."""

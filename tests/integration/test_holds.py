@@ -116,5 +116,5 @@ def test_an_expiry_cannot_end_an_order_the_shipping_step_has_claimed(tmp_path: P
     assert carrier.expired == [False]
     assert result.proceed and not result.repeated
     assert store.status(order_id) is S.SHIPPED
-    assert store.shipment(order_id)["tracking_number"].startswith("TRK")
-    assert [r["state"] for r in store.reservations(order_id)] == ["SHIPPED"]
+    assert store.shipment(order_id).tracking_number.startswith("TRK")
+    assert [r.state for r in store.reservations(order_id)] == ["SHIPPED"]

@@ -99,7 +99,7 @@ def test_a_cancellation_cannot_end_an_order_the_shipping_step_claimed(
     assert cancel(harness.store, order_id, "too late?") is Cancellation.TOO_LATE
     harness.drain()
     assert harness.store.status(order_id) is S.COMPLETED
-    assert harness.store.shipment(order_id)["tracking_number"].startswith("TRK")
+    assert harness.store.shipment(order_id).tracking_number.startswith("TRK")
     assert order_violations(harness.store, [order_id]) == {}
 
 
