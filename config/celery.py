@@ -33,8 +33,6 @@ MESSAGE_SYSTEM_ATTRIBUTES = [
 ]
 
 
-
-
 def broker_url(settings: Settings) -> str:
     if settings.sqs_endpoint_url is None:
         return "sqs://"  # real AWS: boto3's credential chain

@@ -20,6 +20,14 @@ from pipeline.store.clock import aware
 __all__ = ["LineRow", "OrderRow", "PaymentRow", "ReservationRow", "ShipmentRow"]
 
 
+def _status(value: str | None) -> OrderStatus | None:
+    return OrderStatus(value) if value else None
+
+
+def _aware(stamp: datetime | None) -> datetime | None:
+    return aware(stamp) if stamp is not None else None
+
+
 @dataclass(frozen=True, slots=True)
 class OrderRow:
     """One row of `orders`, as stored."""
@@ -50,15 +58,14 @@ class OrderRow:
         return cls(
             id=row["id"], customer_id=row["customer_id"], priority=row["priority"],
             status=OrderStatus(row["status"]),
-            outcome=OrderStatus(row["outcome"]) if row["outcome"] else None,
-            compensating_from=(OrderStatus(row["compensating_from"])
-                               if row["compensating_from"] else None),
+            outcome=_status(row["outcome"]),
+            compensating_from=_status(row["compensating_from"]),
             cancel_requested=row["cancel_requested"],
             reasons=tuple(row["reasons"] or ()), currency=row["currency"],
             total_amount=Decimal(row["total_amount"]), document=row["document"],
             document_hash=row["document_hash"], created_at=aware(row["created_at"]),
             updated_at=aware(row["updated_at"]),
-            terminal_at=aware(row["terminal_at"]) if row["terminal_at"] else None,
+            terminal_at=_aware(row["terminal_at"]),
             trace_context=row["trace_context"])
 
 
@@ -115,7 +122,7 @@ class ReservationRow:
         return cls(sku=row["sku"], quantity=int(row["quantity"]), state=row["state"],
                    reserve_sequence=row["reserve_sequence"],
                    release_sequence=row["release_sequence"],
-                   expires_at=aware(row["expires_at"]) if row["expires_at"] else None,
+                   expires_at=_aware(row["expires_at"]),
                    updated_at=aware(row["updated_at"]))
 
 
@@ -132,4 +139,4 @@ class ShipmentRow:
     def of(cls, row: RowMapping) -> ShipmentRow:
         return cls(carrier=row["carrier"], tracking_number=row["tracking_number"],
                    created_at=aware(row["created_at"]),
-                   cancelled_at=aware(row["cancelled_at"]) if row["cancelled_at"] else None)
+                   cancelled_at=_aware(row["cancelled_at"]))

@@ -122,29 +122,23 @@ def trace_of(observed: Observed, order_id: str, *, ends_with: list[Task],
                        message=f"the spans of order {order_id}")
     (trace_id,) = {s.trace_id for s in spans}
 
-    def trace() -> list[ExportedSpan]:
-        return [s for s in observed.receiver.spans() if s.trace_id == trace_id]
+    def whole() -> list[ExportedSpan] | None:
+        trace = [s for s in observed.receiver.spans() if s.trace_id == trace_id]
+        return None if _orphaned(trace, root) else trace
 
-    try:
-        return wait_until(lambda: not _orphans(trace(), root) and trace(), timeout=TIMEOUT,
-                          interval=0.5, message="")
-    except AssertionError:
-        raise AssertionError(f"order {order_id}: no chain up to {root!r} from "
-                             f"{_orphans(trace(), root)}") from None
+    return wait_until(whole, timeout=TIMEOUT, interval=0.5,
+                      message=f"every step span of order {order_id} to hang from {root!r}")
 
 
-def _orphans(spans: list[ExportedSpan], root: str) -> list[str]:
-    """The consumer spans with a span missing on their way up to `root`."""
+def _orphaned(spans: list[ExportedSpan], root: str) -> bool:
+    """Whether some consumer span has a span missing on its way up to `root`."""
     by_id = {s.span_id: s for s in spans}
-    missing = []
-    for consumer in (s for s in spans if s.kind == "CONSUMER"):
-        node = consumer
+    for node in (s for s in spans if s.kind == "CONSUMER"):
         while node.name != root:
             if node.parent_id not in by_id:
-                missing.append(consumer.name)
-                break
+                return True
             node = by_id[node.parent_id]
-    return missing
+    return False
 
 
 def parent(spans: list[ExportedSpan], span: ExportedSpan) -> ExportedSpan:
