@@ -88,7 +88,7 @@ def run(work_dir: Path, lane: Lane, *, products: int, updates: int,
         span = max((last - first).total_seconds(), 1e-6) if first else 1e-6
         violations = store.ordering_violations()
         expected = {sku: sum(u.quantity for u in backlog if u.sku == sku) for sku in skus}
-        levels = {row["sku"]: row["available"] for row in store.stock_levels()}
+        levels = {row.sku: row.available for row in store.stock_levels()}
         return {
             "lane": lane.name, "workers": [describe(line) for line in lane.lines],
             "products": products, "updates": updates,

@@ -113,10 +113,10 @@ def get_order(order_id: str) -> dict[str, Any]:
         "createdAt": record.created_at.isoformat(),
         "terminalAt": record.terminal_at.isoformat() if record.terminal_at else None,
         "timeline": [
-            {"step": s["step"], "attempt": s["attempt"], "outcome": s["outcome"],
-             "startedAt": s["started_at"].isoformat(),
-             "finishedAt": s["finished_at"].isoformat() if s["finished_at"] else None,
-             "detail": s["detail"], "worker": s["worker"]}
+            {"step": s.step, "attempt": s.attempt, "outcome": s.outcome,
+             "startedAt": s.started_at.isoformat(),
+             "finishedAt": s.finished_at.isoformat() if s.finished_at else None,
+             "detail": s.detail, "worker": s.worker}
             for s in store.timeline(order_id)
         ],
         "payments": [
@@ -131,8 +131,8 @@ def get_order(order_id: str) -> dict[str, Any]:
         ],
         "shipment": _shipment(store.shipment(order_id)),
         "notifications": [
-            {"template": n["template"], "channel": n["channel"], "recipient": n["recipient"],
-             "body": n["body"], "at": n["created_at"].isoformat()}
+            {"template": n.template, "channel": n.channel, "recipient": n.recipient,
+             "body": n.body, "at": n.created_at.isoformat()}
             for n in store.notifications(order_id)
         ],
     }

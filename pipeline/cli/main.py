@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from dataclasses import asdict
 from typing import Any
 
 import click
@@ -295,7 +296,8 @@ def orders(status_filter: str | None, stuck: bool, as_json: bool) -> None:
     if status_filter and status_filter.upper() not in OrderStatus.__members__:
         _fail(f"unknown status {status_filter}; one of {', '.join(OrderStatus)}")
     rt = get_runtime()
-    rows = rt.store.list_orders(status_filter.upper() if status_filter else None)
+    listed = rt.store.list_orders(OrderStatus[status_filter.upper()] if status_filter else None)
+    rows = [dict(asdict(r), status=r.status.value) for r in listed]
     idle: dict[str, float] = {}
     if stuck:
         s = rt.settings
@@ -341,10 +343,12 @@ def audit(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def breakers(as_json: bool) -> None:
     """Circuit breakers (the payment gateway's): state, failures in a row, since when."""
+    from pipeline.breaker_state import BreakerRow
     from pipeline.runtime import get_runtime
 
-    rows = get_runtime().store.breakers() or [
-        {"name": "gateway", "state": "CLOSED", "failures": 0, "changed_at": None}]
+    rows = [{"name": name, "state": b.state.value, "failures": b.failures,
+             "changed_at": b.changed_at}
+            for name, b in (get_runtime().store.breakers() or {"gateway": BreakerRow()}).items()]
     if as_json:
         _dump(rows)
         return

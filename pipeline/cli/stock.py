@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from decimal import Decimal
 
 import click
@@ -39,12 +40,11 @@ def stock_show(as_json: bool) -> None:
 
     rows = get_runtime().store.stock_levels()
     if as_json:
-        _dump(rows)
+        _dump([asdict(r) for r in rows])
         return
     table = Table("product", "price", "available", "reserved", "shipped")
     for r in rows:
-        table.add_row(r["sku"], str(r["price"]), str(r["available"]), str(r["reserved"]),
-                      str(r["shipped"]))
+        table.add_row(r.sku, str(r.price), str(r.available), str(r.reserved), str(r.shipped))
     console.print(table)
 
 
@@ -70,11 +70,11 @@ def stock_inflight(as_json: bool) -> None:
 
     rows = get_runtime().store.in_flight()
     if as_json:
-        _dump(rows)
+        _dump([r.as_json() for r in rows])
         return
     table = Table("product", "in flight", "oldest age (s)")
     for r in rows:
-        table.add_row(r["productId"], str(r["inFlight"]), f"{r['oldestAgeSeconds']:.1f}")
+        table.add_row(r.sku, str(r.updates), f"{r.oldest_age_s:.1f}")
     console.print(table if rows else "nothing in flight")
 
 
@@ -87,14 +87,14 @@ def stock_history(sku: str, as_json: bool) -> None:
 
     rows = get_runtime().store.stock_history(sku)
     if as_json:
-        _dump(rows)
+        _dump([asdict(r) for r in rows])
         return
     table = Table("#", "kind", "Δavailable", "Δreserved", "Δshipped", "order", "sqs sequence",
                   "applied")
     for r in rows:
-        table.add_row(str(r["id"]), r["kind"], str(r["delta_available"]),
-                      str(r["delta_reserved"]), str(r["delta_shipped"]), r["order_id"] or "",
-                      r["sqs_sequence"] or "", str(r["applied_at"])[:23])
+        table.add_row(str(r.id), r.kind, str(r.delta_available), str(r.delta_reserved),
+                      str(r.delta_shipped), r.order_id or "", r.sqs_sequence or "",
+                      str(r.applied_at)[:23])
     console.print(table)
 
 

@@ -111,8 +111,8 @@ def _progress(store: Any, ids: list[str]) -> Table:
 
 
 def _latencies(store: Any, ids: set[str]) -> list[float]:
-    rows = [r for r in store.list_orders(limit=100_000) if r["id"] in ids and r["terminal_at"]]
-    return [(r["terminal_at"] - r["created_at"]).total_seconds() for r in rows]
+    return [(r.terminal_at - r.created_at).total_seconds()
+            for r in store.list_orders(limit=100_000) if r.id in ids and r.terminal_at]
 
 
 def run_demo(count: int, *, exit_when_done: bool, timeout: float) -> int:
@@ -158,7 +158,7 @@ def run_demo(count: int, *, exit_when_done: bool, timeout: float) -> int:
             while time.monotonic() < deadline:
                 live.update(_progress(rt.store, ids))
                 done = [r for r in rt.store.list_orders(limit=100_000)
-                        if r["id"] in wanted and r["status"] in {s.value for s in TERMINAL}]
+                        if r.id in wanted and r.status in TERMINAL]
                 if len(done) == len(wanted):
                     break
                 if group.dead():

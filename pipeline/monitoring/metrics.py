@@ -76,10 +76,11 @@ def snapshot(rt: Runtime) -> Snapshot:
     store = rt.store
     return Snapshot(
         taken_at=datetime.now(UTC).isoformat(), queues=queues, steps=_step_stats(rt),
-        breakers=[{"name": b["name"], "state": b["state"], "failures": b["failures"]}
-                  for b in store.breakers()],
-        products_in_flight=store.in_flight(), orders_by_status=store.count_by_status(),
-        outbox_parked=outbox.parked(store.engine), consumers=store.consumer_ages(),
+        breakers=[{"name": name, "state": b.state.value, "failures": b.failures}
+                  for name, b in store.breakers().items()],
+        products_in_flight=[p.as_json() for p in store.in_flight()],
+        orders_by_status=store.count_by_status(), outbox_parked=outbox.parked(store.engine),
+        consumers=[c.as_json() for c in store.consumer_ages()],
         notes=notes)
 
 

@@ -172,8 +172,8 @@ class Doctor:
         ages = rt.store.consumer_ages(reported_within_s=CONSUMER_REPORT_S)
         freshest: dict[str, float] = {}
         for row in ages:
-            key = f"{row['lane']}/{row['queue']}"
-            freshest[key] = min(freshest.get(key, float("inf")), float(row["ageSeconds"]))
+            key = f"{row.lane}/{row.queue}"
+            freshest[key] = min(freshest.get(key, float("inf")), row.age_s)
         expected = [f"{lane}/{queue}" for lane, queues in worker_lanes().items()
                     for queue in queues]
         silent = [key for key in expected if key not in freshest]

@@ -49,11 +49,11 @@ def check_update(store: Store, update: StockUpdate) -> tuple[OrderStatus | None,
     """
     if update.op is StockOp.RESTOCK:
         note = store.stock_update(update.update_id)
-        if note is None or note["sku"] != update.sku or note["quantity"] != update.quantity:
+        if note is None or note.sku != update.sku or note.quantity != update.quantity:
             raise InvalidTaskArguments(
                 f"restock {update.ref} of {update.quantity} x {update.sku} was never "
                 "recorded by a producer (pipeline.restock records every restock it sends)")
-        return None, note["applied_at"] is not None
+        return None, note.applied_at is not None
     try:
         check = store.line_check(update.ref, update.update_id)
     except OrderNotFound:

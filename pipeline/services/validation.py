@@ -6,12 +6,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
 
 from pipeline.domain import Order, OrderStatus, parse_order, reached
 from pipeline.errors import InvalidOrder
 from pipeline.services.outcome import Record, StepResult, unrecorded
-from pipeline.store import Store
+from pipeline.store import ProductRow, Store
 
 POSTCODE_RULES = {
     "US": re.compile(r"^\d{5}(-\d{4})?$"),
@@ -28,7 +27,7 @@ class Rules:
     currencies: tuple[str, ...] = ("USD", "EUR", "GBP")
 
 
-def business_problems(order: Order, catalog: Mapping[str, Mapping[str, Any]],
+def business_problems(order: Order, catalog: Mapping[str, ProductRow],
                       rules: Rules) -> list[str]:
     """Every business rule the order breaks, one message each (empty: valid)."""
     problems: list[str] = []
@@ -51,11 +50,11 @@ def business_problems(order: Order, catalog: Mapping[str, Mapping[str, Any]],
         if product is None:
             problems.append(f"{where}.productId: unknown product {item.product_id}")
         else:
-            if Decimal(product["price"]) != item.price:
+            if product.price != item.price:
                 problems.append(f"{where}.price: {item.price} does not match the catalog "
-                                f"price {Decimal(product['price']):.2f}")
-            if product["currency"] != order.currency:
-                problems.append(f"{where}: priced in {product['currency']}, order is in "
+                                f"price {product.price:.2f}")
+            if product.currency != order.currency:
+                problems.append(f"{where}: priced in {product.currency}, order is in "
                                 f"{order.currency}")
         expected_total += item.price * item.quantity
     if expected_total != order.total_amount:

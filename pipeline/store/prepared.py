@@ -12,17 +12,38 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from sqlalchemy import BindParameter, Insert, Table, Update, bindparam, insert, select, update
+from sqlalchemy import (
+    BindParameter,
+    Connection,
+    Insert,
+    Table,
+    Update,
+    bindparam,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
 
 from pipeline.store import schema as t
 
-__all__ = ["insert_into", "transition"]  # and the reads below, used by the store
+__all__ = ["insert_into", "insert_once", "transition"]  # and the reads below, used by the store
 
 
 @cache
 def insert_into(table: Table) -> Insert:
     """INSERT INTO table; execute it with a dict of column values."""
     return insert(table)
+
+
+def insert_once(conn: Connection, table: Table, values: dict[str, Any]) -> bool:
+    """Insert unless a row with the same unique key exists; True if inserted."""
+    try:
+        with conn.begin_nested():
+            conn.execute(insert_into(table), values)
+        return True
+    except IntegrityError:
+        return False
 
 
 @cache

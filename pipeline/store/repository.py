@@ -9,21 +9,29 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select, update
-from sqlalchemy.exc import IntegrityError
 
-from pipeline.breaker_state import BreakerRow, BreakerState
 from pipeline.domain import IN_PROGRESS, WINDING_DOWN, Order, OrderStatus, can_transition
 from pipeline.errors import OrderConflict, OrderNotFound
 from pipeline.store import outbox, prepared
 from pipeline.store import schema as t
 from pipeline.store.clock import aware, now
+from pipeline.store.coordination import Coordination
 from pipeline.store.db import reading
-from pipeline.store.rows import LineRow, OrderRow, PaymentRow, ShipmentRow
+from pipeline.store.prepared import insert_once
+from pipeline.store.rows import (
+    LineRow,
+    NotificationRow,
+    OrderRow,
+    OrderSummary,
+    PaymentRow,
+    ShipmentRow,
+    StepRow,
+)
 from pipeline.store.stock import StockLedger
 from pipeline.workflow import OrderState
 
@@ -32,17 +40,7 @@ def document_hash(document: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
 
-def _insert_once(conn: Connection, table: Any, values: dict[str, Any]) -> bool:
-    """Insert unless a row with the same unique key exists; True if inserted."""
-    try:
-        with conn.begin_nested():
-            conn.execute(prepared.insert_into(table), values)
-        return True
-    except IntegrityError:
-        return False
-
-
-class Store(StockLedger):
+class Store(StockLedger, Coordination):
     """Orders, their timeline and ledgers, catalog and stock."""
 
     def __init__(self, engine: Engine) -> None:
@@ -60,7 +58,7 @@ class Store(StockLedger):
         digest = document_hash(document)
         stamp = now()
         with self.engine.begin() as conn:
-            inserted = _insert_once(conn, t.orders, {
+            inserted = insert_once(conn, t.orders, {
                 "id": order.order_id, "customer_id": order.customer_id,
                 "priority": order.priority, "status": OrderStatus.RECEIVED.value,
                 "reasons": [], "currency": order.currency, "total_amount": order.total_amount,
@@ -207,20 +205,6 @@ class Store(StockLedger):
         return conn.execute(select(t.orders.c.cancel_requested).where(
             t.orders.c.id == order_id)).scalar_one_or_none()
 
-    def take_lease(self, name: str, holder: str, duration_s: float) -> bool:
-        """Hold `name` for `duration_s` (renewing one's own lease); False when another
-        holder's lease has not run out."""
-        stamp = now()
-        until = stamp + timedelta(seconds=duration_s)
-        with self.engine.begin() as conn:
-            if _insert_once(conn, t.leases, {"name": name, "holder": holder[:128],
-                                             "until": until}):
-                return True
-            return bool(conn.execute(update(t.leases).where(
-                t.leases.c.name == name,
-                (t.leases.c.until < stamp) | (t.leases.c.holder == holder[:128]),
-            ).values(holder=holder[:128], until=until)).rowcount == 1)
-
     def trace_context(self, order_id: str) -> str | None:
         """The traceparent of the order's root span (pipeline.tracing); None when off."""
         with reading(self.engine) as conn:
@@ -228,44 +212,15 @@ class Store(StockLedger):
                 t.orders.c.id == order_id)).scalar_one_or_none()
         return str(value) if value is not None else None
 
-    def lease_until(self, name: str) -> datetime | None:
-        """When `name`'s current lease runs out (None: never taken)."""
-        with reading(self.engine) as conn:
-            until = conn.execute(select(t.leases.c.until).where(
-                t.leases.c.name == name)).scalar_one_or_none()
-        return aware(until) if until is not None else None
-
-    def record_consumers(self, host: str, lane: str, ages: dict[str, float]) -> None:
-        """A worker's watchdog: seconds since its last receive, per queue."""
-        stamp = now()
-        with self.engine.begin() as conn:
-            for queue, age in ages.items():
-                values = {"lane": lane, "reported_at": stamp,
-                          "last_receive_at": stamp - timedelta(seconds=age)}
-                if not conn.execute(update(t.consumers).where(
-                        t.consumers.c.host == host, t.consumers.c.queue == queue)
-                        .values(**values)).rowcount:
-                    _insert_once(conn, t.consumers, {"host": host, "queue": queue, **values})
-
-    def consumer_ages(self, *, reported_within_s: float = 60.0) -> list[dict[str, Any]]:
-        """Per live worker (one that reported recently) and queue: the last receive's age."""
-        stamp = now()
-        with reading(self.engine) as conn:
-            rows = conn.execute(select(t.consumers).where(
-                t.consumers.c.reported_at >= stamp - timedelta(seconds=reported_within_s))
-                .order_by(t.consumers.c.lane, t.consumers.c.queue)).mappings().all()
-        return [{"lane": r["lane"], "queue": r["queue"], "host": r["host"],
-                 "ageSeconds": round((stamp - aware(r["last_receive_at"])).total_seconds(), 1)}
-                for r in rows]
-
-    def list_orders(self, status: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+    def list_orders(self, status: OrderStatus | None = None,
+                    limit: int = 1000) -> list[OrderSummary]:
         query = select(t.orders.c.id, t.orders.c.status, t.orders.c.priority,
                        t.orders.c.total_amount, t.orders.c.currency, t.orders.c.created_at,
                        t.orders.c.terminal_at).order_by(t.orders.c.created_at).limit(limit)
         if status:
-            query = query.where(t.orders.c.status == status)
+            query = query.where(t.orders.c.status == status.value)
         with reading(self.engine) as conn:
-            return [dict(r) for r in conn.execute(query).mappings()]
+            return [OrderSummary.of(r) for r in conn.execute(query).mappings()]
 
     def count_by_status(self) -> dict[str, int]:
         with reading(self.engine) as conn:
@@ -309,48 +264,16 @@ class Store(StockLedger):
                 t.steps.c.outcome.in_(("retry", "failed", "error")))).scalar_one_or_none()
         return aware(stamp) if stamp is not None else None
 
-    # ------------------------------------------------------------ breakers
-    def breaker_row(self, name: str) -> BreakerRow:
-        with reading(self.engine) as conn:
-            row = conn.execute(prepared.BREAKER, {"name": name}).mappings().first()
-        if row is None:
-            return BreakerRow()
-        changed = aware(row["changed_at"]) if row["changed_at"] is not None else None
-        return BreakerRow(BreakerState(row["state"]), row["failures"], changed)
-
-    def breaker_swap(self, name: str, expected: BreakerRow, new: BreakerRow) -> bool:
-        """Compare-and-set a breaker's row; False if it changed meanwhile."""
-        values = {"state": new.state.value, "failures": new.failures,
-                  "changed_at": new.changed_at}
-        with self.engine.begin() as conn:
-            swapped = (expected == BreakerRow() and _insert_once(
-                conn, t.circuit_breakers, {"name": name, **values})) or conn.execute(
-                update(t.circuit_breakers).where(
-                    t.circuit_breakers.c.name == name,
-                    t.circuit_breakers.c.state == expected.state.value,
-                    t.circuit_breakers.c.failures == expected.failures,
-                ).values(**values)).rowcount == 1
-            if swapped and new.state != expected.state:
-                outbox.health(conn, f"breaker_{new.state.value.lower()}",
-                              {"breaker": name, "state": new.state.value,
-                               "failures": new.failures},
-                              severity="critical" if new.state.value == "OPEN" else "info")
-            return bool(swapped)
-
-    def breakers(self) -> list[dict[str, Any]]:
-        with reading(self.engine) as conn:
-            return [dict(r) for r in conn.execute(select(t.circuit_breakers)).mappings()]
-
-    def timeline(self, order_id: str) -> list[dict[str, Any]]:
+    def timeline(self, order_id: str) -> list[StepRow]:
         with reading(self.engine) as conn:
             rows = conn.execute(select(t.steps).where(t.steps.c.order_id == order_id)
                                 .order_by(t.steps.c.id)).mappings().all()
-        return [dict(r) for r in rows]
+        return [StepRow.of(r) for r in rows]
 
     # ---------------------------------------------------------------- ledger
     def record_payment(self, conn: Connection, *, order_id: str, kind: str, amount: Decimal,
                        currency: str, gateway_ref: str | None, key: str) -> bool:
-        inserted = _insert_once(conn, t.payments, {
+        inserted = insert_once(conn, t.payments, {
             "order_id": order_id, "kind": kind, "amount": amount, "currency": currency,
             "gateway_ref": gateway_ref, "idempotency_key": key, "created_at": now()})
         if inserted:
@@ -367,7 +290,7 @@ class Store(StockLedger):
 
     def record_shipment(self, conn: Connection, order_id: str, carrier: str,
                         tracking_number: str) -> bool:
-        return _insert_once(conn, t.shipments, {
+        return insert_once(conn, t.shipments, {
             "order_id": order_id, "carrier": carrier, "tracking_number": tracking_number,
             "created_at": now()})
 
@@ -384,12 +307,12 @@ class Store(StockLedger):
 
     def record_notification(self, conn: Connection, *, order_id: str, template: str,
                             channel: str, recipient: str, body: str) -> bool:
-        return _insert_once(conn, t.notifications, {
+        return insert_once(conn, t.notifications, {
             "order_id": order_id, "template": template, "channel": channel,
             "recipient": recipient, "body": body, "created_at": now()})
 
-    def notifications(self, order_id: str) -> list[dict[str, Any]]:
+    def notifications(self, order_id: str) -> list[NotificationRow]:
         with reading(self.engine) as conn:
             rows = conn.execute(select(t.notifications).where(
                 t.notifications.c.order_id == order_id).order_by(t.notifications.c.id))
-            return [dict(r) for r in rows.mappings()]
+            return [NotificationRow.of(r) for r in rows.mappings()]

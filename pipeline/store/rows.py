@@ -17,7 +17,11 @@ from sqlalchemy import RowMapping
 from pipeline.domain import OrderStatus
 from pipeline.store.clock import aware
 
-__all__ = ["LineRow", "OrderRow", "PaymentRow", "ReservationRow", "ShipmentRow"]
+__all__ = [
+    "ConsumerAge", "LineRow", "MovementRow", "NotificationRow", "OrderRow", "OrderSummary",
+    "PaymentRow", "ProductInFlight", "ProductRow", "ReservationRow", "ShipmentRow",
+    "StepRow", "StockLevelRow", "StockUpdateRow",
+]
 
 
 def _status(value: str | None) -> OrderStatus | None:
@@ -140,3 +144,161 @@ class ShipmentRow:
         return cls(carrier=row["carrier"], tracking_number=row["tracking_number"],
                    created_at=aware(row["created_at"]),
                    cancelled_at=_aware(row["cancelled_at"]))
+
+
+@dataclass(frozen=True, slots=True)
+class OrderSummary:
+    """An order as listed: what `pipeline orders` shows, without its document."""
+
+    id: str
+    status: OrderStatus
+    priority: str
+    total_amount: Decimal
+    currency: str
+    created_at: datetime
+    terminal_at: datetime | None
+
+    @classmethod
+    def of(cls, row: RowMapping) -> OrderSummary:
+        return cls(id=row["id"], status=OrderStatus(row["status"]), priority=row["priority"],
+                   total_amount=Decimal(row["total_amount"]), currency=row["currency"],
+                   created_at=aware(row["created_at"]), terminal_at=_aware(row["terminal_at"]))
+
+
+@dataclass(frozen=True, slots=True)
+class StepRow:
+    """One attempt of a step in an order's timeline, written when it ended."""
+
+    step: str
+    attempt: int
+    outcome: str | None  # ok | repeated | stopped | retry | deferred | failed | error | ...
+    started_at: datetime
+    finished_at: datetime | None
+    detail: str | None
+    worker: str | None
+
+    @classmethod
+    def of(cls, row: RowMapping) -> StepRow:
+        return cls(step=row["step"], attempt=int(row["attempt"]), outcome=row["outcome"],
+                   started_at=aware(row["started_at"]), finished_at=_aware(row["finished_at"]),
+                   detail=row["detail"], worker=row["worker"])
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationRow:
+    """One message sent to the customer (at most one per template and channel)."""
+
+    template: str
+    channel: str
+    recipient: str
+    body: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: RowMapping) -> NotificationRow:
+        return cls(template=row["template"], channel=row["channel"],
+                   recipient=row["recipient"], body=row["body"],
+                   created_at=aware(row["created_at"]))
+
+
+@dataclass(frozen=True, slots=True)
+class ProductRow:
+    """A catalog entry: the price an order's line must carry."""
+
+    sku: str
+    name: str
+    price: Decimal
+    currency: str
+
+    @classmethod
+    def of(cls, row: RowMapping) -> ProductRow:
+        return cls(sku=row["sku"], name=row["name"], price=Decimal(row["price"]),
+                   currency=row["currency"])
+
+
+@dataclass(frozen=True, slots=True)
+class StockLevelRow:
+    """A product's price and its stock: free to sell, held by orders, shipped."""
+
+    sku: str
+    price: Decimal
+    available: int
+    reserved: int
+    shipped: int
+
+    @classmethod
+    def of(cls, row: RowMapping) -> StockLevelRow:
+        return cls(sku=row["sku"], price=Decimal(row["price"]),
+                   available=int(row["available"]), reserved=int(row["reserved"]),
+                   shipped=int(row["shipped"]))
+
+
+@dataclass(frozen=True, slots=True)
+class MovementRow:
+    """One applied change to a product's stock, in the order it was applied."""
+
+    id: int
+    kind: str  # adjust | restock | reserve | refuse | release | ship
+    delta_available: int
+    delta_reserved: int
+    delta_shipped: int
+    order_id: str | None
+    sqs_sequence: str | None
+    applied_at: datetime
+
+    @classmethod
+    def of(cls, row: RowMapping) -> MovementRow:
+        return cls(id=int(row["id"]), kind=row["kind"],
+                   delta_available=int(row["delta_available"]),
+                   delta_reserved=int(row["delta_reserved"]),
+                   delta_shipped=int(row["delta_shipped"]), order_id=row["order_id"],
+                   sqs_sequence=row["sqs_sequence"], applied_at=aware(row["applied_at"]))
+
+
+@dataclass(frozen=True, slots=True)
+class StockUpdateRow:
+    """The note of one FIFO stock update: published, and (once) applied."""
+
+    update_id: str
+    sku: str
+    op: str  # reserve | release | restock
+    ref: str  # the order id, or the restock id
+    quantity: int
+    published_at: datetime
+    applied_at: datetime | None
+    sqs_sequence: str | None
+    result: str | None
+
+    @classmethod
+    def of(cls, row: RowMapping) -> StockUpdateRow:
+        return cls(update_id=row["update_id"], sku=row["sku"], op=row["op"], ref=row["ref"],
+                   quantity=int(row["quantity"]), published_at=aware(row["published_at"]),
+                   applied_at=_aware(row["applied_at"]), sqs_sequence=row["sqs_sequence"],
+                   result=row["result"])
+
+
+@dataclass(frozen=True, slots=True)
+class ProductInFlight:
+    """A product's FIFO updates published and not yet applied."""
+
+    sku: str
+    updates: int
+    oldest_age_s: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {"productId": self.sku, "inFlight": self.updates,
+                "oldestAgeSeconds": self.oldest_age_s}
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerAge:
+    """A live worker's last completed receive on one queue, and how long ago."""
+
+    lane: str
+    queue: str
+    host: str
+    age_s: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {"lane": self.lane, "queue": self.queue, "host": self.host,
+                "ageSeconds": self.age_s}

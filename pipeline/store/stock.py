@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from sqlalchemy import BindParameter, Connection, Engine, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -24,7 +24,14 @@ from pipeline.store import outbox, prepared
 from pipeline.store import schema as t
 from pipeline.store.clock import aware, now
 from pipeline.store.db import reading
-from pipeline.store.rows import ReservationRow
+from pipeline.store.rows import (
+    MovementRow,
+    ProductInFlight,
+    ProductRow,
+    ReservationRow,
+    StockLevelRow,
+    StockUpdateRow,
+)
 
 # Called inside a line's transaction with the line's resulting state: the step
 # writes its timeline row there (pipeline.services.outcome.Record).
@@ -97,23 +104,23 @@ class StockLedger:
             row = conn.execute(select(t.stock).where(t.stock.c.sku == sku)).mappings().one()
         return {k: row[k] for k in ("available", "reserved", "shipped")}
 
-    def catalog(self, skus: Iterable[str]) -> dict[str, dict[str, Any]]:
+    def catalog(self, skus: Iterable[str]) -> dict[str, ProductRow]:
         with reading(self.engine) as conn:
             rows = conn.execute(select(t.products).where(t.products.c.sku.in_(list(skus))))
-            return {r.sku: dict(r._mapping) for r in rows}
+            return {r.sku: ProductRow.of(r._mapping) for r in rows}
 
-    def stock_levels(self) -> list[dict[str, Any]]:
+    def stock_levels(self) -> list[StockLevelRow]:
         query = (select(t.products.c.sku, t.products.c.price, t.stock.c.available,
                         t.stock.c.reserved, t.stock.c.shipped)
                  .join(t.stock, t.stock.c.sku == t.products.c.sku).order_by(t.products.c.sku))
         with reading(self.engine) as conn:
-            return [dict(r) for r in conn.execute(query).mappings()]
+            return [StockLevelRow.of(r) for r in conn.execute(query).mappings()]
 
-    def stock_history(self, sku: str) -> list[dict[str, Any]]:
+    def stock_history(self, sku: str) -> list[MovementRow]:
         with reading(self.engine) as conn:
             rows = conn.execute(select(t.stock_movements).where(t.stock_movements.c.sku == sku)
                                 .order_by(t.stock_movements.c.id)).mappings().all()
-        return [dict(r) for r in rows]
+        return [MovementRow.of(r) for r in rows]
 
     # ------------------------------------------------------ FIFO update ledger
     def record_published(self, updates: Iterable[StockUpdate],
@@ -137,11 +144,11 @@ class StockLedger:
             except IntegrityError:
                 pass
 
-    def stock_update(self, update_id: str) -> dict[str, Any] | None:
+    def stock_update(self, update_id: str) -> StockUpdateRow | None:
         with reading(self.engine) as conn:
             row = conn.execute(select(t.stock_updates).where(
                 t.stock_updates.c.update_id == update_id)).mappings().first()
-        return dict(row) if row else None
+        return StockUpdateRow.of(row) if row else None
 
     def _mark_applied(self, conn: Connection, u: StockUpdate, *, sequence: str | None,
                       result: str, stamp: datetime) -> None:
@@ -182,7 +189,7 @@ class StockLedger:
                 t.stock_updates.c.update_id == update_id, t.stock_updates.c.applied_at.is_(None),
             ).values(result=result))
 
-    def in_flight(self) -> list[dict[str, Any]]:
+    def in_flight(self) -> list[ProductInFlight]:
         """Per product: updates published and not yet applied, and the oldest's age."""
         stamp = now()
         pending = t.stock_updates.c.applied_at.is_(None) & t.stock_updates.c.result.is_(None)
@@ -192,12 +199,9 @@ class StockLedger:
                        func.min(t.stock_updates.c.published_at).label("oldest"))
                 .where(pending).group_by(t.stock_updates.c.sku).order_by(t.stock_updates.c.sku)
             ).mappings().all()
-        result = []
-        for row in rows:
-            oldest = aware(row["oldest"])
-            result.append({"productId": row["sku"], "inFlight": int(row["updates"]),
-                           "oldestAgeSeconds": round((stamp - oldest).total_seconds(), 3)})
-        return result
+        return [ProductInFlight(row["sku"], int(row["updates"]),
+                                round((stamp - aware(row["oldest"])).total_seconds(), 3))
+                for row in rows]
 
     def ordering_violations(self) -> list[str]:
         """Products whose updates were applied out of their SQS sequence order."""

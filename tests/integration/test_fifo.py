@@ -80,12 +80,12 @@ def assert_fifo_invariants(store: Store, skus: list[str], order_ids: list[str]) 
     applied = applied_per_product(store, skus)
     for sku in skus:
         history = store.stock_history(sku)
-        sequenced = [int(m["sqs_sequence"]) for m in history if m["sqs_sequence"]]
+        sequenced = [int(m.sqs_sequence) for m in history if m.sqs_sequence]
         assert sequenced == sorted(sequenced) and len(set(sequenced)) == len(sequenced), sku
         # exactly one movement per applied update: nothing applied twice or skipped
         assert len(sequenced) == applied.get(sku, 0), sku
-        level = next(r for r in store.stock_levels() if r["sku"] == sku)
-        assert min(level["available"], level["reserved"], level["shipped"]) >= 0
+        level = next(r for r in store.stock_levels() if r.sku == sku)
+        assert min(level.available, level.reserved, level.shipped) >= 0
 
 
 def test_contention_applies_each_products_updates_in_sequence_order(
@@ -128,9 +128,9 @@ def test_sigkilled_inventory_worker_loses_and_reorders_nothing(pipeline: Pipelin
     # While the lane is down its products' updates wait, visibly.
     restock(skus[0], 4)
     stuck = wait_until(lambda: [r for r in store.in_flight()
-                                if r["productId"] == skus[0] and r["oldestAgeSeconds"] > 1],
+                                if r.sku == skus[0] and r.oldest_age_s > 1],
                        timeout=30, message="an in-flight age for the stalled product")
-    assert stuck[0]["inFlight"] >= 1
+    assert stuck[0].updates >= 1
 
     line = next(line for line in read_procfile() if line.name == "inventory")
     pipeline.lanes.start(line)

@@ -60,7 +60,7 @@ def test_expire_holds_releases_stock_of_a_stalled_order_and_ends_it_failed(
     store = pipeline.rt.store
     for sku, (price, quantity) in CATALOG.items():
         store.set_stock(sku, quantity, price=price)
-    before = {r["sku"]: r for r in store.stock_levels()}
+    before = {r.sku: r for r in store.stock_levels()}
     # The beat lane's sweep expires stale holds too, and would win the race to this
     # order now and then; holding its lease keeps the sweep off while the CLI runs.
     with reconciler_lease_held(store):
@@ -75,9 +75,9 @@ def test_expire_holds_releases_stock_of_a_stalled_order_and_ends_it_failed(
     assert view["status"] == "FAILED"
     assert [r["state"] for r in view["reservations"]] == ["RELEASED"]
     assert [n["template"] for n in view["notifications"]] == ["order_failed"]
-    after = {r["sku"]: r for r in store.stock_levels()}
-    assert after["SKU-BOOK"]["available"] == before["SKU-BOOK"]["available"]
-    assert after["SKU-BOOK"]["reserved"] == before["SKU-BOOK"]["reserved"]
+    after = {r.sku: r for r in store.stock_levels()}
+    assert after["SKU-BOOK"].available == before["SKU-BOOK"].available
+    assert after["SKU-BOOK"].reserved == before["SKU-BOOK"].reserved
 
 
 class CarrierThatMeetsAnExpiry(SimulatedCarrier):

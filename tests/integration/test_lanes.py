@@ -78,7 +78,7 @@ def test_every_lane_reports_a_recent_receive_on_each_of_its_queues(pipeline: Pip
     store = pipeline.rt.store
 
     def fresh() -> dict[str, float]:
-        ages = {row["queue"]: row["ageSeconds"] for row in store.consumer_ages()}
+        ages = {row.queue: row.age_s for row in store.consumer_ages()}
         return ages if set(LANE_OF_QUEUE) <= set(ages) and max(ages.values()) < 30 else {}
 
     ages = wait_until(fresh, timeout=60, interval=1, message="every queue's receive age")

@@ -47,16 +47,16 @@ def test_single_line_order_completes_with_capture_shipment_and_notification() ->
 
 
 def test_multi_line_order_reserves_each_line_in_its_product_group(stocked: Pipeline) -> None:
-    before = {r["sku"]: r for r in stocked.rt.store.stock_levels()}
+    before = {r.sku: r for r in stocked.rt.store.stock_levels()}
     view = run_to_end(sample_order("multi", 2))
     assert view["status"] == "COMPLETED"
     assert sorted(r["productId"] for r in view["reservations"]) == [
         "SKU-BOOK", "SKU-MUG", "SKU-PEN"]
     # every reservation came from a FIFO message and carries its sequence number
     assert all(r["reserveSequence"] for r in view["reservations"])
-    after = {r["sku"]: r for r in stocked.rt.store.stock_levels()}
-    assert after["SKU-MUG"]["shipped"] - before["SKU-MUG"]["shipped"] == 2
-    assert after["SKU-PEN"]["available"] == before["SKU-PEN"]["available"] - 5
+    after = {r.sku: r for r in stocked.rt.store.stock_levels()}
+    assert after["SKU-MUG"].shipped - before["SKU-MUG"].shipped == 2
+    assert after["SKU-PEN"].available == before["SKU-PEN"].available - 5
 
 
 def test_vip_order_runs_every_non_inventory_step_on_the_priority_lane() -> None:
@@ -86,7 +86,7 @@ def test_declined_payment_ends_without_capture_and_notifies() -> None:
 def test_out_of_stock_releases_reserved_lines_and_voids_the_authorization(
         stocked: Pipeline) -> None:
     stocked.rt.store.set_stock("SKU-RARE", 0)
-    pen_before = next(r for r in stocked.rt.store.stock_levels() if r["sku"] == "SKU-PEN")
+    pen_before = next(r for r in stocked.rt.store.stock_levels() if r.sku == "SKU-PEN")
     view = run_to_end(sample_order("out_of_stock", 6))
     assert view["status"] == "OUT_OF_STOCK"
     assert view["reasons"] == ["SKU-RARE: out of stock"]
@@ -94,9 +94,9 @@ def test_out_of_stock_releases_reserved_lines_and_voids_the_authorization(
     assert states == {"SKU-PEN": "RELEASED", "SKU-RARE": "REJECTED"}
     assert kinds(view, "payments") == ["authorize", "void"]
     assert kinds(view, "notifications", "template") == ["out_of_stock"]
-    pen_after = next(r for r in stocked.rt.store.stock_levels() if r["sku"] == "SKU-PEN")
-    assert pen_after["available"] == pen_before["available"]
-    assert pen_after["reserved"] == pen_before["reserved"]
+    pen_after = next(r for r in stocked.rt.store.stock_levels() if r.sku == "SKU-PEN")
+    assert pen_after.available == pen_before.available
+    assert pen_after.reserved == pen_before.reserved
 
 
 def test_permanent_shipping_failure_releases_stock_and_refunds(stocked: Pipeline) -> None:

@@ -166,9 +166,9 @@ class OrderModel(RuleBasedStateMachine):
         wrong = order_violations(self.store, self.orders)
         assert not wrong, wrong
         for level in self.store.stock_levels():
-            held = level["available"] + level["reserved"] + level["shipped"]
-            assert held == self.h.stock[level["sku"]], level
-            assert level["reserved"] == 0, level
+            held = level.available + level.reserved + level.shipped
+            assert held == self.h.stock[level.sku], level
+            assert level.reserved == 0, level
         self.store.engine.dispose()
 
 

@@ -22,7 +22,7 @@ def ledger(harness: Harness, order_id: str) -> list[str]:
 
 
 def told(harness: Harness, order_id: str) -> list[str]:
-    return [n["body"] for n in harness.store.notifications(order_id)]
+    return [n.body for n in harness.store.notifications(order_id)]
 
 
 def effects(harness: Harness, order_id: str, system: str) -> set[str]:
@@ -34,7 +34,7 @@ def effects(harness: Harness, order_id: str, system: str) -> set[str]:
 
 
 def reserved(harness: Harness, sku: str) -> int:
-    return next(int(s["reserved"]) for s in harness.store.stock_levels() if s["sku"] == sku)
+    return next(s.reserved for s in harness.store.stock_levels() if s.sku == sku)
 
 
 def test_a_void_that_gives_up_leaves_the_order_waiting_and_the_customer_untold(

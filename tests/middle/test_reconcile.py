@@ -28,7 +28,7 @@ def test_an_order_stored_but_never_started_is_started_by_the_reconciler(
     harness.reconcile()
     harness.drain()
     assert harness.store.status(order.order_id) is S.COMPLETED
-    steps = [s["step"] for s in harness.store.timeline(order.order_id)]
+    steps = [s.step for s in harness.store.timeline(order.order_id)]
     assert steps[0] == "reconcile" and steps[-1] == "notify"
 
 

@@ -1,5 +1,6 @@
 """Two concurrent submissions of one orderId with different documents: the database
-decides, and exactly one is told "accepted" (on SQLite and on PostgreSQL)."""
+decides, and exactly one is told "accepted"; what the store reads back is typed
+(on SQLite and on PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,22 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.domain import OrderStatus, parse_order
+from pipeline.breaker_state import BreakerRow, BreakerState
+from pipeline.domain import OrderStatus, StockOp, StockUpdate, parse_order
 from pipeline.errors import OrderConflict
-from pipeline.store import LineRow, Store, create_db_engine, create_schema
+from pipeline.store import (
+    ConsumerAge,
+    LineRow,
+    MovementRow,
+    OrderSummary,
+    ProductInFlight,
+    ProductRow,
+    StepRow,
+    StockLevelRow,
+    Store,
+    create_db_engine,
+    create_schema,
+)
 from pipeline.testing import postgres_database, postgres_reachable
 from tests.fixtures import POSTGRES_ADMIN_URL
 from tests.middle.conftest import ADDRESS
@@ -89,3 +103,48 @@ def test_a_stored_order_reads_back_typed_and_the_same_on_both_databases(
     assert row.document == order.document()
     assert any_store.lines(order.order_id) == [
         LineRow("SKU-X", 2, Decimal("1.00")), LineRow("SKU-Y", 1, Decimal("0.50"))]
+
+
+def test_every_read_of_the_store_returns_typed_rows_with_aware_times(any_store: Store) -> None:
+    """Regression: the timeline, stock, update notes, breakers and consumer reports were
+    dicts, and on SQLite their timestamps came back naive (an aware `isoformat()` and a
+    naive one do not compare)."""
+    sku = f"SKU-T{uuid.uuid4().hex[:6]}"
+    any_store.set_stock(sku, 5, price=Decimal("2.50"))
+    assert any_store.catalog([sku]) == {sku: ProductRow(sku, sku, Decimal("2.50"), "USD")}
+    assert StockLevelRow(sku, Decimal("2.50"), 5, 0, 0) in any_store.stock_levels()
+    [movement] = any_store.stock_history(sku)
+    assert isinstance(movement, MovementRow) and movement.delta_available == 5
+    assert movement.applied_at.utcoffset() == timedelta(0)
+
+    update = StockUpdate(f"restock-{uuid.uuid4().hex[:8]}", sku, 3, StockOp.RESTOCK)
+    any_store.record_published([update])
+    note = any_store.stock_update(update.update_id)
+    assert note is not None and (note.sku, note.quantity, note.applied_at) == (sku, 3, None)
+    assert note.published_at.utcoffset() == timedelta(0)
+    [waiting] = [p for p in any_store.in_flight() if p.sku == sku]
+    assert isinstance(waiting, ProductInFlight) and waiting.updates == 1
+    assert waiting.as_json()["productId"] == sku
+
+    order = parse_order(document(f"rows-{uuid.uuid4().hex[:8]}", 1))
+    any_store.create_order(order)
+    started = any_store.order(order.order_id).created_at
+    any_store.record_step(order.order_id, "validate", 1, "w@host", started=started,
+                          outcome="ok")
+    [step] = any_store.timeline(order.order_id)
+    assert isinstance(step, StepRow) and (step.step, step.attempt, step.outcome) == (
+        "validate", 1, "ok")
+    assert step.started_at == started and step.finished_at is not None
+    assert step.finished_at.utcoffset() == timedelta(0)
+    [summary] = [o for o in any_store.list_orders(OrderStatus.RECEIVED)
+                 if o.id == order.order_id]
+    assert isinstance(summary, OrderSummary) and summary.total_amount == Decimal("1")
+    assert summary.created_at == started
+
+    opened = BreakerRow(BreakerState.OPEN, 3, started)
+    assert any_store.breaker_swap("gateway", BreakerRow(), opened)
+    assert any_store.breakers() == {"gateway": opened}
+    any_store.record_consumers("host:1", "orders", {"orders.fifo": 2.0})
+    [consumer] = any_store.consumer_ages()
+    assert isinstance(consumer, ConsumerAge) and consumer.queue == "orders.fifo"
+    assert consumer.age_s >= 2.0

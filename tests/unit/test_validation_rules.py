@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 from pipeline.dev.demo import CATALOG, sample_order
 from pipeline.domain import parse_order
 from pipeline.services.validation import Rules, business_problems
+from pipeline.store import ProductRow
 
-CATALOG_ROWS = {sku: {"price": price, "currency": "USD"} for sku, (price, _) in CATALOG.items()}
+CATALOG_ROWS = {sku: ProductRow(sku, sku, price, "USD") for sku, (price, _) in CATALOG.items()}
 RULES = Rules(max_quantity_per_line=10)
 
 lines = st.lists(
