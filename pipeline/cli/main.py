@@ -346,15 +346,14 @@ def breakers(as_json: bool) -> None:
     from pipeline.breaker_state import BreakerRow
     from pipeline.runtime import get_runtime
 
-    rows = [{"name": name, "state": b.state.value, "failures": b.failures,
-             "changed_at": b.changed_at}
-            for name, b in (get_runtime().store.breakers() or {"gateway": BreakerRow()}).items()]
+    rows = get_runtime().store.breakers() or {"gateway": BreakerRow()}
     if as_json:
-        _dump(rows)
+        _dump([{"name": name, "state": b.state.value, "failures": b.failures,
+                "changed_at": b.changed_at} for name, b in rows.items()])
         return
     table = Table("breaker", "state", "failures in a row", "since")
-    for r in rows:
-        table.add_row(r["name"], r["state"], str(r["failures"]), str(r["changed_at"] or ""))
+    for name, b in rows.items():
+        table.add_row(name, b.state.value, str(b.failures), str(b.changed_at or ""))
     console.print(table)
 
 
