@@ -77,9 +77,11 @@ class Settings(BaseSettings):
         "are removed by the janitor."))
 
     # --- Overload (pipeline.worker.intake) ---------------------------------------------
-    # 1000, not 150: a low limit keeps the later steps' queues shallow, so their receives
-    # carry a message or two and CPU per order cannot fall with load (make bench,
-    # 2026-12-03, 4x capacity: 1.01x its 1x CPU per order at 150, 0.89x at 1000).
+    # About 40-50 s of one 2-core box's capacity: the work in progress stays well inside
+    # the visibility timeouts. 150 and 1000 measured alike at 4x capacity (full make
+    # bench, 2026-12-03: 77 % of peak and 1.01x CPU per order at 150, 75 % and 1.09x at
+    # 1000; a single overload run at 1000 gave 90 % and 0.89x), so the higher limit,
+    # which keeps the later steps' queues deep enough for fuller receives, stays.
     intake_limit: int = Field(default=1000, ge=0, le=1_000_000, description=(
         "Orders in progress at which workers stop receiving new orders from the intake "
         "queue (they wait in SQS) until 80 % of it is left; 0: no limit. Past capacity, "
