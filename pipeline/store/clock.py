@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-__all__ = ["aware", "now"]
+__all__ = ["aware", "aware_or_none", "now"]
 
 
 def now() -> datetime:
@@ -17,3 +17,8 @@ def now() -> datetime:
 
 def aware(stamp: datetime) -> datetime:
     return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
+
+
+def aware_or_none(stamp: datetime | None) -> datetime | None:
+    """`aware` for a nullable column."""
+    return aware(stamp) if stamp is not None else None

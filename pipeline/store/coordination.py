@@ -10,7 +10,7 @@ from sqlalchemy import Engine, RowMapping, select, update
 from pipeline.breaker_state import BreakerRow, BreakerState
 from pipeline.store import outbox, prepared
 from pipeline.store import schema as t
-from pipeline.store.clock import aware, now
+from pipeline.store.clock import aware, aware_or_none, now
 from pipeline.store.db import reading
 from pipeline.store.prepared import insert_once
 from pipeline.store.rows import ConsumerAge
@@ -19,8 +19,8 @@ __all__ = ["Coordination"]
 
 
 def _breaker(row: RowMapping) -> BreakerRow:
-    changed = aware(row["changed_at"]) if row["changed_at"] is not None else None
-    return BreakerRow(BreakerState(row["state"]), row["failures"], changed)
+    return BreakerRow(BreakerState(row["state"]), row["failures"],
+                      aware_or_none(row["changed_at"]))
 
 
 class Coordination:
@@ -46,7 +46,7 @@ class Coordination:
         with reading(self.engine) as conn:
             until = conn.execute(select(t.leases.c.until).where(
                 t.leases.c.name == name)).scalar_one_or_none()
-        return aware(until) if until is not None else None
+        return aware_or_none(until)
 
     def record_consumers(self, host: str, lane: str, ages: dict[str, float]) -> None:
         """A worker's watchdog: seconds since its last receive, per queue."""
@@ -101,4 +101,3 @@ class Coordination:
             rows = conn.execute(select(t.circuit_breakers)
                                 .order_by(t.circuit_breakers.c.name)).mappings().all()
         return {r["name"]: _breaker(r) for r in rows}
-

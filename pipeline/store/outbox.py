@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Engine, delete, func, select, update
 from pipeline import tracing
 from pipeline.store import prepared
 from pipeline.store import schema as t
-from pipeline.store.clock import aware, now
+from pipeline.store.clock import aware_or_none, now
 from pipeline.store.db import reading
 
 __all__ = ["OutboxEvent", "mark_published", "oldest_pending", "park", "parked", "pending",
@@ -107,7 +107,7 @@ def oldest_pending(engine: Engine) -> datetime | None:
         stamp = conn.execute(select(func.min(t.outbox.c.created_at)).where(
             t.outbox.c.published_at.is_(None), t.outbox.c.parked_reason.is_(None))
         ).scalar_one_or_none()
-    return aware(stamp) if stamp is not None else None
+    return aware_or_none(stamp)
 
 
 def park(engine: Engine, event_id: int, reason: str) -> None:

@@ -19,7 +19,7 @@ from pipeline.domain import IN_PROGRESS, WINDING_DOWN, Order, OrderStatus, can_t
 from pipeline.errors import OrderConflict, OrderNotFound
 from pipeline.store import outbox, prepared
 from pipeline.store import schema as t
-from pipeline.store.clock import aware, now
+from pipeline.store.clock import aware_or_none, now
 from pipeline.store.coordination import Coordination
 from pipeline.store.db import reading
 from pipeline.store.prepared import insert_once
@@ -262,7 +262,7 @@ class Store(StockLedger, Coordination):
             stamp = conn.execute(select(func.min(t.steps.c.started_at)).where(
                 t.steps.c.order_id == order_id, t.steps.c.step == step,
                 t.steps.c.outcome.in_(("retry", "failed", "error")))).scalar_one_or_none()
-        return aware(stamp) if stamp is not None else None
+        return aware_or_none(stamp)
 
     def timeline(self, order_id: str) -> list[StepRow]:
         with reading(self.engine) as conn:

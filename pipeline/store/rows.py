@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import RowMapping
 
 from pipeline.domain import OrderStatus
-from pipeline.store.clock import aware
+from pipeline.store.clock import aware, aware_or_none
 
 __all__ = [
     "ConsumerAge", "LineRow", "MovementRow", "NotificationRow", "OrderRow", "OrderSummary",
@@ -26,10 +26,6 @@ __all__ = [
 
 def _status(value: str | None) -> OrderStatus | None:
     return OrderStatus(value) if value else None
-
-
-def _aware(stamp: datetime | None) -> datetime | None:
-    return aware(stamp) if stamp is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +65,7 @@ class OrderRow:
             total_amount=Decimal(row["total_amount"]), document=row["document"],
             document_hash=row["document_hash"], created_at=aware(row["created_at"]),
             updated_at=aware(row["updated_at"]),
-            terminal_at=_aware(row["terminal_at"]),
+            terminal_at=aware_or_none(row["terminal_at"]),
             trace_context=row["trace_context"])
 
 
@@ -126,7 +122,7 @@ class ReservationRow:
         return cls(sku=row["sku"], quantity=int(row["quantity"]), state=row["state"],
                    reserve_sequence=row["reserve_sequence"],
                    release_sequence=row["release_sequence"],
-                   expires_at=_aware(row["expires_at"]),
+                   expires_at=aware_or_none(row["expires_at"]),
                    updated_at=aware(row["updated_at"]))
 
 
@@ -143,7 +139,7 @@ class ShipmentRow:
     def of(cls, row: RowMapping) -> ShipmentRow:
         return cls(carrier=row["carrier"], tracking_number=row["tracking_number"],
                    created_at=aware(row["created_at"]),
-                   cancelled_at=_aware(row["cancelled_at"]))
+                   cancelled_at=aware_or_none(row["cancelled_at"]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +158,8 @@ class OrderSummary:
     def of(cls, row: RowMapping) -> OrderSummary:
         return cls(id=row["id"], status=OrderStatus(row["status"]), priority=row["priority"],
                    total_amount=Decimal(row["total_amount"]), currency=row["currency"],
-                   created_at=aware(row["created_at"]), terminal_at=_aware(row["terminal_at"]))
+                   created_at=aware(row["created_at"]),
+                   terminal_at=aware_or_none(row["terminal_at"]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +177,8 @@ class StepRow:
     @classmethod
     def of(cls, row: RowMapping) -> StepRow:
         return cls(step=row["step"], attempt=int(row["attempt"]), outcome=row["outcome"],
-                   started_at=aware(row["started_at"]), finished_at=_aware(row["finished_at"]),
+                   started_at=aware(row["started_at"]),
+                   finished_at=aware_or_none(row["finished_at"]),
                    detail=row["detail"], worker=row["worker"])
 
 
@@ -273,7 +271,7 @@ class StockUpdateRow:
     def of(cls, row: RowMapping) -> StockUpdateRow:
         return cls(update_id=row["update_id"], sku=row["sku"], op=row["op"], ref=row["ref"],
                    quantity=int(row["quantity"]), published_at=aware(row["published_at"]),
-                   applied_at=_aware(row["applied_at"]), sqs_sequence=row["sqs_sequence"],
+                   applied_at=aware_or_none(row["applied_at"]), sqs_sequence=row["sqs_sequence"],
                    result=row["result"])
 
 

@@ -16,7 +16,6 @@ from decimal import Decimal
 from typing import NamedTuple
 
 from sqlalchemy import BindParameter, Connection, Engine, bindparam, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
 
 from pipeline.domain import OrderStatus, StockOp, StockUpdate
 from pipeline.errors import OrderNotFound
@@ -107,7 +106,7 @@ class StockLedger:
     def catalog(self, skus: Iterable[str]) -> dict[str, ProductRow]:
         with reading(self.engine) as conn:
             rows = conn.execute(select(t.products).where(t.products.c.sku.in_(list(skus))))
-            return {r.sku: ProductRow.of(r._mapping) for r in rows}
+            return {r["sku"]: ProductRow.of(r) for r in rows.mappings()}
 
     def stock_levels(self) -> list[StockLevelRow]:
         query = (select(t.products.c.sku, t.products.c.price, t.stock.c.available,
@@ -136,13 +135,9 @@ class StockLedger:
             return
         stamp = now()
         for u in updates:
-            try:
-                with conn.begin_nested():
-                    conn.execute(prepared.insert_into(t.stock_updates), {
-                        "update_id": u.update_id, "sku": u.sku, "op": u.op.value, "ref": u.ref,
-                        "quantity": u.quantity, "published_at": stamp})
-            except IntegrityError:
-                pass
+            prepared.insert_once(conn, t.stock_updates, {
+                "update_id": u.update_id, "sku": u.sku, "op": u.op.value, "ref": u.ref,
+                "quantity": u.quantity, "published_at": stamp})
 
     def stock_update(self, update_id: str) -> StockUpdateRow | None:
         with reading(self.engine) as conn:
