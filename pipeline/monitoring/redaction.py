@@ -17,10 +17,10 @@ __all__ = ["REDACTED", "redact", "redact_event_fields", "redact_headers"]
 REDACTED = "[redacted]"
 _SECRETS = re.compile(
     r"\btok_[A-Za-z0-9_]+"  # payment tokens
-    # e-mail addresses; an apostrophe only inside the local part (o'brien, a/'b), never
-    # a repr's quote: that follows a space, a bracket or a brace and opens the string
-    r"|(?:[A-Za-z0-9!#$%&*+/=?^_`{|}~.-]"
-    r"|(?<=[A-Za-z0-9!#$%&*+/=?^_`|~.-])'(?=[A-Za-z0-9!#$%&*+/=?^_`|~.@-]))+"
+    # e-mail addresses; an apostrophe anywhere in the local part but its first character
+    # (o'brien, a/'b, 0''), so a repr's opening quote (after a space, bracket or brace,
+    # which cannot start the match either) stays outside the mask
+    r"|[A-Za-z0-9!#$%&*+/=?^_`|~.-][A-Za-z0-9!#$%&*+/=?^_`{|}~.'-]*"
     r"@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
     r"|\+[1-9]\d{6,14}\b"  # E.164 phone numbers
     r"|\b(?:\d[ -]?){12,18}\d\b"  # card-like digit runs

@@ -74,9 +74,10 @@ def test_an_untagged_queue_counts_from_its_creation_and_a_garbled_tag_is_expired
        # start with a letter or digit, as contact addresses do.
        st.emails().filter(lambda e: e[0].isalnum()),
        st.from_regex(r"\+[1-9][0-9]{7,13}", fullmatch=True))
-# Regression: an apostrophe after a symbol of the local part ended the match, and the
-# address went to Flower unmasked.
+# Regressions: an apostrophe after a symbol or another apostrophe of the local part
+# ended the match, and the address went to Flower unmasked.
 @example("tok_0000", "0/'@A.aT", "+10000000")
+@example("tok_0000", "0''@A.AE", "+10000000")
 def test_tokens_emails_and_phone_numbers_are_masked(token: str, email: str, phone: str) -> None:
     text = f"order demo-1 pay {token} mail {email} call {phone}"
     masked = redact(text)
