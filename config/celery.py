@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from kombu.entity import Exchange, Queue
 
-from config.settings import Settings
+from config.settings import AWS_USER_AGENT, Settings
 from config.topology import EVENT_EXCHANGE, EVENT_QUEUE_PREFIX, QUEUES, TASK_QUEUE, Task
 
 # SQS system attributes every task can read from its request (sequence number
@@ -67,6 +67,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # must outlast a long poll
             "read_timeout": settings.wait_time_seconds + 10,
             "retries": {"max_attempts": 3, "mode": "standard"},
+            "user_agent": AWS_USER_AGENT,
         },
     }
     return {

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 import boto3
 from botocore.config import Config
 
-from config.settings import Settings, load_settings
+from config.settings import AWS_USER_AGENT, Settings, load_settings
 from pipeline.breaker_state import BreakerConfig
 from pipeline.services.breaker import Breaker, GuardedGateway
 from pipeline.services.simulators import Faults, SimulatedCarrier, SimulatedGateway
@@ -97,7 +97,8 @@ class Runtime:
         return boto3.client(
             service, region_name=s.aws_region, endpoint_url=s.sqs_endpoint_url,
             config=Config(connect_timeout=s.connect_timeout_s, read_timeout=30,
-                          retries={"max_attempts": 3, "mode": "standard"}),
+                          retries={"max_attempts": 3, "mode": "standard"},
+                          user_agent=AWS_USER_AGENT),
             **s.credentials())
 
     @_once
