@@ -58,9 +58,11 @@ RECEIVE_FAILURE_PAUSE_S = 1.0
 
 class Channel(BroadcastChannel):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._acks: dict[str, tuple[str | None, list[str]]] = {}  # queue URL -> receipts
+        # queue URL -> (queue name, receipts) of acked messages not yet deleted
+        self._acks: dict[str, tuple[str | None, list[str]]] = {}
+        self._fifo_acks: dict[str, tuple[str | None, list[str]]] = {}
         self._ack_lock = threading.Lock()
-        self._ack_flush_scheduled = False
+        self._flush_scheduled = {True: False, False: False}  # by "is FIFO"
         super().__init__(*args, **kwargs)
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
@@ -207,9 +209,10 @@ class Channel(BroadcastChannel):
         kombu deletes each acked message with its own request (~0.75 ms of
         botocore CPU and one emulator/AWS request each). Acks made within
         ACK_BATCH_WINDOW_S (on the loop or by pool threads) are deleted together
-        with DeleteMessageBatch. On a FIFO queue the
-        delete is what unlocks the product's group, so it is made at once
-        (measured: batching it halved one product's rate). Pending deletes are
+        with DeleteMessageBatch. On a FIFO queue the delete is what unlocks the
+        product's group, so it does not wait for the window (measured: it halved
+        one product's rate): it goes out before the loop polls again, together
+        with the other FIFO acks of the same loop turn. Pending deletes are
         flushed when the channel closes; a delete lost in a crash only means
         a redelivery, which every step absorbs.
         """
@@ -221,26 +224,39 @@ class Channel(BroadcastChannel):
             super().basic_ack(delivery_tag, multiple)
             return
         queue = self.canonical_queue_name(info["routing_key"]) if "routing_key" in info else None
-        if url.endswith(".fifo"):  # the delete unlocks the product's group: no waiting
-            self._delete_batch(url, queue, [receipt])
-            virtual.Channel.basic_ack(self, delivery_tag, multiple)
-            return
+        fifo = url.endswith(".fifo")  # the delete unlocks the product's group
         with self._ack_lock:
-            self._acks.setdefault(url, (queue, []))[1].append(receipt)
-            schedule = not self._ack_flush_scheduled
-            self._ack_flush_scheduled = True
+            pending = self._fifo_acks if fifo else self._acks
+            pending.setdefault(url, (queue, []))[1].append(receipt)
+            schedule = not self._flush_scheduled[fifo]
+            self._flush_scheduled[fifo] = True
         if schedule:
             hub = getattr(self, "hub", None)
             if hub is None:
                 self.flush_acks()
+            elif fifo:
+                run_soon(hub, self.flush_fifo_acks)
             else:
-                run_soon(hub, hub.call_later, ACK_BATCH_WINDOW_S, self.flush_acks)
+                run_soon(hub, hub.call_later, ACK_BATCH_WINDOW_S, self.flush_standard_acks)
         virtual.Channel.basic_ack(self, delivery_tag, multiple)
 
     def flush_acks(self) -> None:
+        self.flush_fifo_acks()
+        self.flush_standard_acks()
+
+    def flush_fifo_acks(self) -> None:
+        self._flush(fifo=True)
+
+    def flush_standard_acks(self) -> None:
+        self._flush(fifo=False)
+
+    def _flush(self, *, fifo: bool) -> None:
         with self._ack_lock:
-            pending, self._acks = self._acks, {}
-            self._ack_flush_scheduled = False
+            if fifo:
+                pending, self._fifo_acks = self._fifo_acks, {}
+            else:
+                pending, self._acks = self._acks, {}
+            self._flush_scheduled[fifo] = False
         for url, (queue, receipts) in pending.items():
             for start in range(0, len(receipts), 10):
                 self._delete_batch(url, queue, receipts[start:start + 10])
@@ -275,7 +291,7 @@ class Channel(BroadcastChannel):
                 return
 
     def close(self) -> None:
-        if self._acks:
+        if self._acks or self._fifo_acks:
             self.flush_acks()
         super().close()
 

@@ -91,6 +91,84 @@ def test_without_an_event_loop_the_delete_waits_and_retries_in_place(
     assert (sqs.deleted, pauses) == ([["r1"]], [transport.ACK_RETRY_PAUSE_S] * 2)
 
 
+class Delivered:
+    def __init__(self, url: str, receipt: str) -> None:
+        self.delivery_info = {"sqs_message": {"ReceiptHandle": receipt}, "sqs_queue": url,
+                              "routing_key": url.rsplit("/", 1)[-1]}
+
+
+class RecordingQoS:
+    def __init__(self) -> None:
+        self.messages: dict[str, Delivered] = {}
+        self.acked: list[str] = []
+
+    def get(self, tag: str) -> Delivered:
+        return self.messages[tag]
+
+    def ack(self, tag: str) -> None:
+        self.acked.append(tag)
+
+
+class AckingChannel(LoopChannel):
+    """The attributes of our Channel that basic_ack and the flushes read."""
+
+    def __init__(self, sqs: FlakySQS, hub: RecordingHub | None) -> None:
+        super().__init__(sqs, hub)
+        self.qos = RecordingQoS()
+        self._acks: dict[str, Any] = {}
+        self._fifo_acks: dict[str, Any] = {}
+        self._ack_lock = threading.Lock()
+        self._flush_scheduled = {True: False, False: False}
+        for name in ("basic_ack", "flush_acks", "flush_fifo_acks", "flush_standard_acks",
+                     "_flush"):
+            setattr(self, name, getattr(Channel, name).__get__(self))
+
+    def canonical_queue_name(self, name: str) -> str:
+        return name
+
+    def deliver(self, url: str, tag: str) -> str:
+        self.qos.messages[tag] = Delivered(url, f"receipt-{tag}")
+        return tag
+
+
+def run_zero_timers(hub: RecordingHub) -> None:
+    """What the loop does before it polls again: fire the timers that are due now."""
+    due, hub.later = [e for e in hub.later if e[0] == 0], [e for e in hub.later if e[0] != 0]
+    for _, callback, args in due:
+        callback(*args)
+
+
+def test_fifo_acks_of_one_loop_turn_go_out_in_one_batch_before_the_next_poll() -> None:
+    """A FIFO delete unlocks its product's group, so it does not wait for the ack window;
+    but acks made in the same turn (two pool results read in one poll) share a request."""
+    hub = RecordingHub(threading.get_ident())
+    sqs = FlakySQS(failures=0)
+    channel = AckingChannel(sqs, hub)
+    fifo, standard = "http://q/t-inventory.fifo", "http://q/t-orders"
+    for tag in ("f1", "f2", "f3"):
+        channel.basic_ack(channel.deliver(fifo, tag))
+    channel.basic_ack(channel.deliver(standard, "s1"))
+    assert sqs.deleted == [] and channel.qos.acked == ["f1", "f2", "f3", "s1"]
+    run_zero_timers(hub)  # the next turn, before its poll
+    assert sqs.deleted == [["receipt-f1", "receipt-f2", "receipt-f3"]]
+    # the standard ack arms its window's timer and waits for it
+    ((delay, callback, args),) = hub.later
+    assert delay == transport.ACK_BATCH_WINDOW_S
+    callback(*args)
+    assert sqs.deleted[-1] == ["receipt-s1"]
+    channel.basic_ack(channel.deliver(fifo, "f4"))  # a later turn: a batch of its own
+    run_zero_timers(hub)
+    assert sqs.deleted[-1] == ["receipt-f4"]
+
+
+def test_without_an_event_loop_an_ack_is_deleted_at_once() -> None:
+    sqs = FlakySQS(failures=0)
+    channel = AckingChannel(sqs, hub=None)
+    channel.basic_ack(channel.deliver("http://q/t-inventory.fifo", "f1"))
+    channel.basic_ack(channel.deliver("http://q/t-orders", "s1"))
+    assert sqs.deleted == [["receipt-f1"], ["receipt-s1"]]
+
+
 @pytest.mark.parametrize("module", ["transport", "broadcast"])
 def test_every_kombu_method_a_channel_replaces_is_checked_at_import(module: str) -> None:
     from kombu.transport import SQS
