@@ -25,7 +25,7 @@ from pipeline.testing import WORKER_LANES
 BUCKETS = [
     ("publishing the next step (Celery + kombu + botocore)", ("Task.apply_async",
                                                              "publish_stock_updates")),
-    ("deleting acked messages (botocore)", ("basic_ack", "_flush", "_delete_batch")),
+    ("deleting acked messages (botocore)", ("basic_ack", "flush_acks", "_delete_batch")),
     ("receiving (kombu async client)", ("_get_async", "CurlClient", "_on_messages_ready")),
     ("event dispatch and flush", ("BatchingDispatcher", "EventDispatcher", "send_event")),
     ("SQL (SQLAlchemy + driver)", ("sqlalchemy/",)),

@@ -21,6 +21,8 @@ from config.topology import LONG_POLL_S, QueueSpec
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VAR_DIR = PROJECT_ROOT / "var"
+
+
 def _package_version() -> str:
     try:
         return version("order-pipeline")

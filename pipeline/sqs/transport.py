@@ -58,11 +58,10 @@ RECEIVE_FAILURE_PAUSE_S = 1.0
 
 class Channel(BroadcastChannel):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # queue URL -> (queue name, receipts) of acked messages not yet deleted
-        self._acks: dict[str, tuple[str | None, list[str]]] = {}
-        self._fifo_acks: dict[str, tuple[str | None, list[str]]] = {}
+        # by "is FIFO": queue URL -> (queue name, receipts) of acks not yet deleted
+        self._acks: dict[bool, dict[str, tuple[str | None, list[str]]]] = {True: {}, False: {}}
+        self._ack_flush_scheduled: set[bool] = set()
         self._ack_lock = threading.Lock()
-        self._flush_scheduled = {True: False, False: False}  # by "is FIFO"
         super().__init__(*args, **kwargs)
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
@@ -226,37 +225,27 @@ class Channel(BroadcastChannel):
         queue = self.canonical_queue_name(info["routing_key"]) if "routing_key" in info else None
         fifo = url.endswith(".fifo")  # the delete unlocks the product's group
         with self._ack_lock:
-            pending = self._fifo_acks if fifo else self._acks
-            pending.setdefault(url, (queue, []))[1].append(receipt)
-            schedule = not self._flush_scheduled[fifo]
-            self._flush_scheduled[fifo] = True
+            self._acks[fifo].setdefault(url, (queue, []))[1].append(receipt)
+            schedule = fifo not in self._ack_flush_scheduled
+            self._ack_flush_scheduled.add(fifo)
         if schedule:
             hub = getattr(self, "hub", None)
             if hub is None:
                 self.flush_acks()
             elif fifo:
-                run_soon(hub, self.flush_fifo_acks)
+                run_soon(hub, self._flush_acks_of, True)
             else:
-                run_soon(hub, hub.call_later, ACK_BATCH_WINDOW_S, self.flush_standard_acks)
+                run_soon(hub, hub.call_later, ACK_BATCH_WINDOW_S, self._flush_acks_of, False)
         virtual.Channel.basic_ack(self, delivery_tag, multiple)
 
     def flush_acks(self) -> None:
-        self.flush_fifo_acks()
-        self.flush_standard_acks()
+        for fifo in (True, False):
+            self._flush_acks_of(fifo)
 
-    def flush_fifo_acks(self) -> None:
-        self._flush(fifo=True)
-
-    def flush_standard_acks(self) -> None:
-        self._flush(fifo=False)
-
-    def _flush(self, *, fifo: bool) -> None:
+    def _flush_acks_of(self, fifo: bool) -> None:
         with self._ack_lock:
-            if fifo:
-                pending, self._fifo_acks = self._fifo_acks, {}
-            else:
-                pending, self._acks = self._acks, {}
-            self._flush_scheduled[fifo] = False
+            pending, self._acks[fifo] = self._acks[fifo], {}
+            self._ack_flush_scheduled.discard(fifo)
         for url, (queue, receipts) in pending.items():
             for start in range(0, len(receipts), 10):
                 self._delete_batch(url, queue, receipts[start:start + 10])
@@ -291,7 +280,7 @@ class Channel(BroadcastChannel):
                 return
 
     def close(self) -> None:
-        if self._acks or self._fifo_acks:
+        if any(self._acks.values()):
             self.flush_acks()
         super().close()
 

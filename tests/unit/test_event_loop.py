@@ -115,12 +115,10 @@ class AckingChannel(LoopChannel):
     def __init__(self, sqs: FlakySQS, hub: RecordingHub | None) -> None:
         super().__init__(sqs, hub)
         self.qos = RecordingQoS()
-        self._acks: dict[str, Any] = {}
-        self._fifo_acks: dict[str, Any] = {}
+        self._acks: dict[bool, dict[str, Any]] = {True: {}, False: {}}
+        self._ack_flush_scheduled: set[bool] = set()
         self._ack_lock = threading.Lock()
-        self._flush_scheduled = {True: False, False: False}
-        for name in ("basic_ack", "flush_acks", "flush_fifo_acks", "flush_standard_acks",
-                     "_flush"):
+        for name in ("basic_ack", "flush_acks", "_flush_acks_of"):
             setattr(self, name, getattr(Channel, name).__get__(self))
 
     def canonical_queue_name(self, name: str) -> str:
