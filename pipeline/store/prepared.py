@@ -36,8 +36,24 @@ def insert_into(table: Table) -> Insert:
     return insert(table)
 
 
+@cache
+def _insert_or_skip(table: Table, dialect: str) -> Insert:
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    on = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    # RETURNING, not rowcount: SQLAlchemy reports -1 for an INSERT on psycopg
+    return on.on_conflict_do_nothing().returning(*table.primary_key.columns)
+
+
 def insert_once(conn: Connection, table: Table, values: dict[str, Any]) -> bool:
-    """Insert unless a row with the same unique key exists; True if inserted."""
+    """Insert unless a row with the same unique key exists; True if inserted.
+
+    One INSERT ... ON CONFLICT DO NOTHING on SQLite and PostgreSQL: a savepoint
+    around a plain INSERT cost three statements, and its IntegrityError also
+    hid NOT NULL and foreign-key violations, which now raise."""
+    dialect = conn.dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        return conn.execute(_insert_or_skip(table, dialect), values).first() is not None
     try:
         with conn.begin_nested():
             conn.execute(insert_into(table), values)

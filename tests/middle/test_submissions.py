@@ -8,11 +8,12 @@ import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from pipeline.breaker_state import BreakerRow, BreakerState
 from pipeline.domain import OrderStatus, StockOp, StockUpdate, parse_order
@@ -79,6 +80,26 @@ def test_concurrent_submitters_of_one_id_get_one_acceptance(any_store: Store) ->
 
     outcomes = [race(f"dup-{uuid.uuid4().hex[:10]}") for _ in range(PAIRS)]
     assert outcomes == [["accepted", "conflict"]] * PAIRS
+
+
+def test_insert_once_skips_only_a_duplicate_key_and_a_broken_row_still_raises(
+        any_store: Store) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    from pipeline.store import schema as t
+    from pipeline.store.prepared import insert_once
+
+    row = {"name": f"lease-{uuid.uuid4().hex[:8]}", "holder": "a",
+           "until": datetime.now(UTC) + timedelta(seconds=5)}
+    with any_store.engine.begin() as conn:
+        assert insert_once(conn, t.leases, row) is True
+        assert insert_once(conn, t.leases, {**row, "holder": "b"}) is False
+    with any_store.engine.begin() as conn:  # the first insert, untouched
+        assert conn.execute(select(t.leases.c.holder).where(
+            t.leases.c.name == row["name"])).scalar_one() == "a"
+    # A savepoint round a plain INSERT took any IntegrityError for "exists".
+    with pytest.raises(IntegrityError), any_store.engine.begin() as conn:
+        insert_once(conn, t.leases, {**row, "name": f"x-{row['name']}", "holder": None})
 
 
 def test_the_same_document_twice_is_one_order(any_store: Store) -> None:
