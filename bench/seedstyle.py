@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bench.harness import in_subprocess, stack, wait_for
-from bench.workload import Load, requests, run_load, stock_up
+from bench.workload import Load, run_load, stock_up
 from pipeline import workflow
 from pipeline.dev.procfile import ProcLine, read_procfile
 from pipeline.domain import OrderStatus, StockOp
@@ -151,7 +151,7 @@ def run(work_dir: Path, load: Load) -> dict[str, Any]:
             sqs.send_message(QueueUrl=first, MessageBody=json.dumps({"orderId": order.order_id}))
             return order.order_id
 
-        wait_for(lambda: sum(v for k, v in requests(s.emulator.endpoint).items()
+        wait_for(lambda: sum(v for k, v in s.emulator.request_counts().items()
                              if k.startswith("SQS.ReceiveMessage")) >= len(STEPS),
                  60, "every seed-style consumer polling")
         return run_load(s, "seed-style boto3 consumers", load, submit)

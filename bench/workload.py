@@ -10,10 +10,8 @@ rows) and from the emulator (requests by API action, CPU).
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-import urllib.request
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
@@ -187,17 +185,6 @@ def measure(store: Store, ids: list[str]) -> dict[str, Any]:
     }
 
 
-def requests(endpoint: str) -> dict[str, int]:
-    with urllib.request.urlopen(endpoint + "/_pipeline/requests", timeout=10) as reply:
-        counts: dict[str, int] = json.loads(reply.read())
-    return counts
-
-
-def reset_requests(endpoint: str) -> None:
-    urllib.request.urlopen(urllib.request.Request(
-        endpoint + "/_pipeline/requests/reset", method="POST", data=b""), timeout=10).close()
-
-
 def per_order(counts: dict[str, int], orders: int) -> dict[str, Any]:
     """Requests per completed order by action, totals, and list-price cost."""
     if not orders:
@@ -215,7 +202,7 @@ def run_load(s: Stack, system: str, load: Load,
     requests per order counted from the load's start, CPU per order per process, and
     (for an arrival rate) the steady state and the drain (bench.window)."""
     store = s.rt.store
-    reset_requests(s.emulator.endpoint)
+    s.emulator.reset_request_counts()
     cpu_before = s.cpu()
     started = time.monotonic()
     load_cpu: list[float] = []
@@ -225,7 +212,7 @@ def run_load(s: Stack, system: str, load: Load,
     drain_limit = load.drain_s or (90.0 if load.rate is None else 60.0)
     completed = wait_terminal(store, ids, drain_limit)
     wall = time.monotonic() - started
-    counts = requests(s.emulator.endpoint)
+    counts = s.emulator.request_counts()
     cpu = {k: v - cpu_before.get(k, 0.0) for k, v in s.cpu().items()}
     cpu["load"] = sum(load_cpu)  # the producers submitting orders (and their first message)
     done = max(completed, 1)

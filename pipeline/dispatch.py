@@ -4,7 +4,8 @@ pipeline.workflow describes what comes next (a chain of steps on an order, or
 one FIFO message per stock update); this turns those descriptions into Celery
 signatures: a chain for consecutive steps (each on its lane: VIP orders run
 every non-FIFO step on `priority`), and for a stock update a task message in
-the product's group with its deduplication id.
+the product's group with its deduplication id. What one call publishes goes out
+in SendMessageBatch requests (pipeline.sqs.batching): an order's lines in one.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from celery import chain
 
 from config.topology import Task, lane_for
 from pipeline.domain import StockOp, StockUpdate
+from pipeline.sqs.batching import sends_batched
 from pipeline.workflow import Chain, Publish
 
 __all__ = ["CeleryPublisher"]
@@ -30,22 +32,24 @@ class CeleryPublisher:
             queue=lane_for(task, vip=vip))
 
     def publish(self, order_id: str, items: Sequence[Publish], *, vip: bool) -> None:
-        for item in items:
-            if isinstance(item, Chain):
-                links = [self._signature(task, order_id, vip=vip) for task in item.tasks]
-                (links[0] if len(links) == 1 else chain(*links)).apply_async()
-            else:
-                self.stock_updates(item.updates)
+        with sends_batched():
+            for item in items:
+                if isinstance(item, Chain):
+                    links = [self._signature(task, order_id, vip=vip) for task in item.tasks]
+                    (links[0] if len(links) == 1 else chain(*links)).apply_async()
+                else:
+                    self.stock_updates(item.updates)
 
     def stock_updates(self, updates: Sequence[StockUpdate]) -> None:
         """One FIFO message per update: the product's group keeps its stock in order.
         The caller has noted each in the store (so it counts as in flight until applied)."""
-        for u in updates:
-            args: tuple[str | int, ...]
-            if u.op is StockOp.RESTOCK:
-                task, args = Task.RESTOCK, (u.ref, u.sku, u.quantity)
-            else:
-                task, args = Task.APPLY_LINE, (u.ref, u.sku, u.quantity, u.op.value)
-            self.app.signature(task.value, args=args).apply_async(
-                queue=lane_for(task, vip=False), MessageGroupId=u.group_id,
-                MessageDeduplicationId=u.update_id)
+        with sends_batched():
+            for u in updates:
+                args: tuple[str | int, ...]
+                if u.op is StockOp.RESTOCK:
+                    task, args = Task.RESTOCK, (u.ref, u.sku, u.quantity)
+                else:
+                    task, args = Task.APPLY_LINE, (u.ref, u.sku, u.quantity, u.op.value)
+                self.app.signature(task.value, args=args).apply_async(
+                    queue=lane_for(task, vip=False), MessageGroupId=u.group_id,
+                    MessageDeduplicationId=u.update_id)

@@ -26,6 +26,22 @@ class Emulator:
     def port(self) -> int:
         return int(self.endpoint.rsplit(":", 1)[1])
 
+    def request_counts(self) -> dict[str, int]:
+        """Requests answered since the last reset, by API action ("SQS.SendMessage")."""
+        import json
+        import urllib.request
+
+        with urllib.request.urlopen(self.endpoint + "/_pipeline/requests", timeout=10) as reply:
+            counts: dict[str, int] = json.loads(reply.read())
+        return counts
+
+    def reset_request_counts(self) -> None:
+        import urllib.request
+
+        urllib.request.urlopen(urllib.request.Request(
+            self.endpoint + "/_pipeline/requests/reset", method="POST", data=b""),
+            timeout=10).close()
+
     def stop(self, timeout: float = 10) -> None:
         if self.process.poll() is None:
             self.process.terminate()

@@ -12,6 +12,7 @@ over SNS are in pipeline.sqs.broadcast; here:
   hides it for wait_time_seconds more; here it becomes visible at once, so
   SIGTERM leaves nothing invisible for the next worker to wait on.
 * The intake queue is not polled while pipeline.worker.intake holds new orders back.
+* Inside pipeline.sqs.batching.sends_batched, new messages go out in SendMessageBatch.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from kombu.transport import SQS, virtual
 from vine import promise
 
 from pipeline.errors import FifoGroupMissing
-from pipeline.sqs import liveness
+from pipeline.sqs import batching, liveness
 from pipeline.sqs.broadcast import BroadcastChannel
 from pipeline.sqs.eventloop import run_soon
 from pipeline.worker import intake
@@ -62,6 +63,7 @@ class Channel(BroadcastChannel):
         self._acks: dict[bool, dict[str, tuple[str | None, list[str]]]] = {True: {}, False: {}}
         self._ack_flush_scheduled: set[bool] = set()
         self._ack_lock = threading.Lock()
+        self._putting = threading.local()  # .new: this thread is putting a new message
         super().__init__(*args, **kwargs)
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
@@ -89,7 +91,17 @@ class Channel(BroadcastChannel):
                     log.info("not handing back a message SQS no longer holds for us: %s",
                              error)
                 return
-        super()._put(queue, message, **kwargs)
+        self._putting.new = True
+        try:
+            super()._put(queue, message, **kwargs)
+        finally:
+            self._putting.new = False
+
+    def sqs(self, queue: str | None = None) -> Any:
+        """kombu's client; while a new message is being put inside sends_batched,
+        one that holds its SendMessage for the batch (pipeline.sqs.batching)."""
+        client = super().sqs(queue)
+        return batching.capturing(client) if getattr(self._putting, "new", False) else client
 
     # --- nothing on a queue can kill a worker -----------------------------------
     def _prepare_json_payload(self, text: str) -> Any:
@@ -315,7 +327,7 @@ class Channel(BroadcastChannel):
 # called (the behaviour it fixes coming back), so a missing one fails the import.
 KOMBU_OVERRIDES = ("_put", "_prepare_json_payload", "_message_to_python",
                    "_on_messages_ready", "_schedule_queue", "_loop1", "_get_from_sqs",
-                   "basic_ack", "basic_cancel", "basic_consume", "close")
+                   "basic_ack", "basic_cancel", "basic_consume", "close", "sqs")
 if _gone := [name for name in KOMBU_OVERRIDES if not hasattr(SQS.Channel, name)]:
     raise ImportError(f"kombu's SQS Channel no longer has {', '.join(_gone)}: re-check "
                       "pipeline.sqs.transport before upgrading kombu")

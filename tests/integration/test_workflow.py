@@ -10,6 +10,7 @@ import pytest
 from pipeline import get_order, submit_order
 from pipeline.dev.demo import CATALOG, sample_order
 from pipeline.ops.audit import audit
+from pipeline.sqs.emulator import Emulator
 from pipeline.testing import wait_until
 from tests.fixtures import Pipeline
 
@@ -57,6 +58,17 @@ def test_multi_line_order_reserves_each_line_in_its_product_group(stocked: Pipel
     after = {r.sku: r for r in stocked.rt.store.stock_levels()}
     assert after["SKU-MUG"].shipped - before["SKU-MUG"].shipped == 2
     assert after["SKU-PEN"].available == before["SKU-PEN"].available - 5
+
+
+def test_a_multi_line_orders_fan_out_is_one_send_message_batch(
+        stocked: Pipeline, emulator: Emulator) -> None:
+    """authorize publishes the order's three lines in one request (pipeline.sqs.batching);
+    nothing else in the pipeline sends batches."""
+    emulator.reset_request_counts()
+    view = run_to_end(sample_order("multi", 2))
+    assert view["status"] == "COMPLETED"
+    assert len(view["reservations"]) == 3
+    assert emulator.request_counts().get("SQS.SendMessageBatch") == 1
 
 
 def test_vip_order_runs_every_non_inventory_step_on_the_priority_lane() -> None:
