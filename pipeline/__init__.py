@@ -4,6 +4,7 @@ Public API::
 
     from pipeline import submit_order, get_order
     order_id = submit_order({...})   # the seeds' order document
+    ids = submit_orders([{...}, ...])  # several: first messages in SendMessageBatch
     get_order(order_id)["status"]
 """
 
@@ -19,16 +20,17 @@ __all__ = [
     "parse_order",
     "restock",
     "submit_order",
+    "submit_orders",
 ]
 
 if TYPE_CHECKING:
-    from pipeline.api import cancel_order, get_order, restock, submit_order
+    from pipeline.api import cancel_order, get_order, restock, submit_order, submit_orders
     from pipeline.domain import Order, OrderStatus, parse_order
 
 
 def __getattr__(name: str) -> Any:
     # Lazy, so `import pipeline` reads no settings and builds no client.
-    if name in ("submit_order", "get_order", "restock", "cancel_order"):
+    if name in ("submit_order", "submit_orders", "get_order", "restock", "cancel_order"):
         from pipeline import api
 
         return getattr(api, name)

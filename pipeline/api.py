@@ -1,14 +1,15 @@
-"""Enqueue workflows from Python: submit_order, get_order and restock."""
+"""Enqueue workflows from Python: submit_order(s), get_order and restock."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
 from pipeline import tracing
 from pipeline.domain import Order, OrderStatus, parse_order
-from pipeline.errors import BrokerUnavailable
+from pipeline.errors import BrokerUnavailable, InvalidOrder
 from pipeline.runtime import get_runtime
 from pipeline.store import ShipmentRow
 
@@ -25,15 +26,68 @@ def submit_order(order: Order | dict[str, Any]) -> str:
     order stays RECEIVED (visible in `pipeline orders --status RECEIVED`) and
     BrokerUnavailable is raised; submitting it again resumes it.
     """
+    parsed = order if isinstance(order, Order) else parse_order(order)
+    _submit(parsed)
+    return parsed.order_id
+
+
+def submit_orders(orders: Sequence[Order | dict[str, Any]]) -> list[str]:
+    """submit_order for several orders, their first messages sent together
+    (SendMessageBatch, ten to a request: pipeline.sqs.batching); returns the ids.
+
+    For a producer with several orders in hand (an import, a web tier handing on
+    what arrived in the last moment) it costs about half the CPU per order.
+    Every document is checked first: an invalid one raises InvalidOrder, saying
+    which, and nothing is stored. Then each order is stored and started as
+    submit_order would; an OrderConflict stops at its order (those before it are
+    stored and their messages sent). If SQS cannot be reached, every order is
+    stored and RECEIVED, and BrokerUnavailable names them.
+    """
+    from pipeline.sqs.batching import sends_batched
+
+    parsed = []
+    for n, order in enumerate(orders, start=1):
+        try:
+            parsed.append(order if isinstance(order, Order) else parse_order(order))
+        except InvalidOrder as error:
+            raise InvalidOrder([f"order {n} of {len(orders)}: {problem}"
+                                for problem in error.problems]) from error
+    ids: list[str] = []
+    unsent: list[str] = []  # stored and RECEIVED, their first message not sent
+    failure: Exception | None = None
+    sending = False
+    try:
+        with sends_batched():
+            for order in parsed:
+                ids.append(order.order_id)
+                try:
+                    if not _submit(order, publish=failure is None):
+                        unsent.append(order.order_id)
+                except BrokerUnavailable as error:  # store the rest, start none of them
+                    failure = error.__cause__ if isinstance(error.__cause__, Exception) else error
+                    unsent.append(order.order_id)
+            sending = True  # what fails now is the held messages leaving
+    except Exception as error:
+        if not sending:
+            raise
+        raise _unpublished(", ".join(ids), error) from error
+    if failure is not None:
+        raise _unpublished(", ".join(unsent), failure) from failure
+    return ids
+
+
+def _submit(parsed: Order, *, publish: bool = True) -> bool:
+    """Store the order and (`publish`) start it; False if it waits to be started."""
     from pipeline import steps
 
-    parsed = order if isinstance(order, Order) else parse_order(order)
     rt = get_runtime()
     store = rt.store
     with tracing.submitted(parsed.order_id) as trace_context:
         created = store.create_order(parsed, trace_context=trace_context)
         if not created and store.status(parsed.order_id) is not OrderStatus.RECEIVED:
-            return parsed.order_id
+            return True
+        if not publish:
+            return False
         try:
             if created:  # RECEIVED: nothing to read back before its first step
                 steps.start(rt.step_context(), parsed)
@@ -43,14 +97,16 @@ def submit_order(order: Order | dict[str, Any]) -> str:
                     steps.advance(rt.step_context(), parsed.order_id)
         except Exception as error:  # kombu wraps botocore/pycurl errors variously
             raise _unpublished(parsed.order_id, error) from error
-    return parsed.order_id
+    return True
 
 
-def _unpublished(order_id: str, error: Exception) -> BrokerUnavailable:
+def _unpublished(order_ids: str, error: Exception) -> BrokerUnavailable:
     endpoint = get_runtime().settings.sqs_endpoint_url or "AWS SQS"
+    what = ("order {} is stored but its workflow" if "," not in order_ids
+            else "orders {} are stored but their workflows").format(order_ids)
     return BrokerUnavailable(
-        f"order {order_id} is stored but its workflow could not be published to "
-        f"{endpoint}: {type(error).__name__}: {error}. Submit it again once SQS answers.")
+        f"{what} could not be published to {endpoint}: {type(error).__name__}: {error}. "
+        "Submit again once SQS answers.")
 
 
 def restock(sku: str, quantity: int, *, restock_id: str | None = None) -> str:

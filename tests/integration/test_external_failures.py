@@ -67,6 +67,25 @@ def test_submit_with_sqs_unreachable_fails_clearly_and_keeps_the_order(tmp_path:
     assert document["orderId"] in {o["id"] for o in json.loads(listed.stdout)}
 
 
+@pytest.mark.timeout(60)
+def test_submit_orders_with_sqs_unreachable_names_every_stored_order(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    create_schema(create_db_engine(url))
+    env = {**os.environ, "PIPELINE_SQS_ENDPOINT_URL": "http://127.0.0.1:9",
+           "PIPELINE_DATABASE_URL": url, "PIPELINE_CONNECT_TIMEOUT_S": "1"}
+    documents = [sample_order("single", 1), sample_order("single", 2)]
+    script = ("import json, sys\nfrom pipeline import submit_orders\n"
+              "submit_orders(json.load(sys.stdin))")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, text=True,
+                            input=json.dumps(documents), capture_output=True, timeout=50)
+    assert result.returncode == 1
+    a, b = (d["orderId"] for d in documents)
+    assert f"BrokerUnavailable: orders {a}, {b} are stored but their workflows could not " \
+        "be published" in result.stderr
+    store = Store(create_db_engine(url))
+    assert [store.status(a).value, store.status(b).value] == ["RECEIVED", "RECEIVED"]
+
+
 def test_the_breaker_opens_on_a_failing_gateway_and_closes_after_a_good_probe(
         tmp_path: Path) -> None:
     store = Store(create_db_engine(f"sqlite:///{tmp_path / 'breaker.db'}"))

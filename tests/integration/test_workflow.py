@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from pipeline import get_order, submit_order
+from pipeline import get_order, submit_order, submit_orders
 from pipeline.dev.demo import CATALOG, sample_order
+from pipeline.errors import InvalidOrder, OrderNotFound
 from pipeline.ops.audit import audit
 from pipeline.sqs.emulator import Emulator
 from pipeline.testing import wait_until
@@ -129,6 +130,34 @@ def test_every_finished_order_leaves_the_ledgers_consistent(stocked: Pipeline) -
     assert report.clean, report.violations
     assert report.max_captures_per_order == 1
     assert report.max_charges_per_key == 1
+
+
+def test_submit_orders_sends_the_first_messages_together_and_each_order_runs(
+        stocked: Pipeline, emulator: Emulator) -> None:
+    documents = [sample_order(kind, 200 + n) for n, kind in enumerate(
+        ["single", "vip", "single", "declined", "single"])]
+    emulator.reset_request_counts()
+    ids = submit_orders(documents)
+    assert ids == [d["orderId"] for d in documents]
+    counts = emulator.request_counts()
+    # four normal orders' validations in one batch; the VIP order's is alone on its lane
+    assert (counts.get("SQS.SendMessageBatch"), counts.get("SQS.SendMessage")) == (1, 1)
+    wait_until(lambda: all(get_order(i)["terminal"] for i in ids), timeout=TIMEOUT,
+               message="the submitted batch to finish")
+    assert [get_order(i)["status"] for i in ids] == [
+        "COMPLETED", "COMPLETED", "COMPLETED", "PAYMENT_DECLINED", "COMPLETED"]
+    assert audit(stocked.rt.store, order_ids=ids).clean
+    assert submit_orders(documents) == ids  # again: nothing new runs
+    assert all(get_order(i)["terminal"] for i in ids)
+
+
+def test_submit_orders_stores_nothing_when_one_document_is_invalid(stocked: Pipeline) -> None:
+    good, bad = sample_order("single", 300), sample_order("single", 301)
+    bad["items"][0]["quantity"] = 0
+    with pytest.raises(InvalidOrder, match="order 2 of 2"):
+        submit_orders([good, bad])
+    with pytest.raises(OrderNotFound):
+        stocked.rt.store.status(good["orderId"])
 
 
 def test_submitting_the_same_document_twice_runs_one_order() -> None:
