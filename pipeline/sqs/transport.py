@@ -13,6 +13,8 @@ over SNS are in pipeline.sqs.broadcast; here:
   SIGTERM leaves nothing invisible for the next worker to wait on.
 * The intake queue is not polled while pipeline.worker.intake holds new orders back.
 * Inside pipeline.sqs.batching.sends_batched, new messages go out in SendMessageBatch.
+* A busy worker waits for several free prefetch slots before it receives
+  (pipeline.sqs.prefetch), so a receive brings several messages.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from kombu.transport import SQS, virtual
 from vine import promise
 
 from pipeline.errors import FifoGroupMissing
-from pipeline.sqs import batching, liveness
+from pipeline.sqs import batching, liveness, prefetch
 from pipeline.sqs.broadcast import BroadcastChannel
 from pipeline.sqs.eventloop import run_soon
 from pipeline.worker import intake
@@ -55,6 +57,7 @@ ACK_RETRY_PAUSE_S = 0.5
 # the ack; a crash in the window only means a redelivery, which steps absorb.
 ACK_BATCH_WINDOW_S = 0.1
 RECEIVE_FAILURE_PAUSE_S = 1.0
+FILL_RECHECK_S = 0.01  # waiting for free prefetch slots, without a polling interval
 
 
 class Channel(BroadcastChannel):
@@ -194,12 +197,23 @@ class Channel(BroadcastChannel):
     def _schedule_queue(self, queue: str) -> None:
         gate = intake.gate_for(queue)
         hub = self.hub
-        if (gate is not None and hub is not None and queue in self._active_queues
-                and not gate.admits()):
-            liveness.holding(queue)
-            hub.call_later(gate.recheck_s, self._schedule_queue, queue)
-            return
+        if hub is not None and queue in self._active_queues:
+            if gate is not None and not gate.admits():
+                liveness.holding(queue)
+                hub.call_later(gate.recheck_s, self._schedule_queue, queue)
+                return
+            if not queue.endswith(".fifo") and not self._worth_polling(queue):
+                # pipeline.sqs.prefetch: the pool has work; let a receive fill up
+                hub.call_later(self.connection.polling_interval or FILL_RECHECK_S,
+                               self._schedule_queue, queue)
+                return
         super()._schedule_queue(queue)
+
+    def _worth_polling(self, queue: str) -> bool:
+        qos = self.qos
+        held = len(qos._delivered) - len(qos._dirty)
+        return (prefetch.worth_polling(qos.prefetch_count or 0, held)
+                or liveness.ages([queue])[queue] > prefetch.MAX_FILL_WAIT_S)
 
     def _loop1(self, queue: str, messages_fetched: Any = None) -> None:
         hub = self.hub

@@ -3,6 +3,7 @@ the intake queue's consumer then does not poll it."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -117,6 +118,7 @@ class HeldChannel(Channel):
     def __init__(self, gate: IntakeGate) -> None:  # kombu's set-up skipped
         self.hub = Hub()
         self._active_queues = ["orders"]
+        self._qos = SimpleNamespace(_delivered={}, _dirty=set(), prefetch_count=32)
         self.gate = gate
         self.polled: list[str] = []
 
