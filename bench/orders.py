@@ -89,11 +89,12 @@ def _run(work_dir: Path, config: Config, load: Load, tag: str,
             s.start(stock_line(line) if config.stock and name != "relay" else line)
         if config.flower:
             s.start(lines["flower"])
-        from pipeline.api import submit_order
+        from pipeline.api import submit_order, submit_orders
         from pipeline.dev.demo import wait_for_lanes
 
         wait_for_lanes(timeout=120)
-        return run_load(s, config.name, load, submit_order)
+        return run_load(s, config.name, load, submit_orders if load.batch > 1
+                        else lambda documents: [submit_order(d) for d in documents])
 
 
 def scenario(work_dir: Path, config_key: str, load: Load) -> dict[str, Any]:
@@ -108,6 +109,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--burst", type=int, default=0)
     parser.add_argument("--drain-timeout", type=float, help="s to wait for the last order")
+    parser.add_argument("--batch", type=int, default=1, help="orders per producer call, at most")
     parser.add_argument("--work-dir", type=Path, required=True)
     args = parser.parse_args()
     load = Load.from_arguments(args)

@@ -67,7 +67,7 @@ def run(work_dir: Path, lane: str, rate: float, seconds: float) -> dict[str, Any
             [spy, "record", "--pid", str(pid), "--subprocesses", "--gil", "--nonblocking",
              "--rate", "200", "--duration", str(int(seconds)), "--format", "raw", "-o",
              str(raw)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        ids, _ = drive(Load(rate, seconds), submit_order)
+        ids, _ = drive(Load(rate, seconds), lambda docs: [submit_order(d) for d in docs])
         recorder.wait(timeout=seconds + 60)
         wait_terminal(s.rt.store, ids, 60)
         return {"lane": lane, "rate": rate, "seconds": seconds, "buckets": buckets(raw)}

@@ -143,13 +143,20 @@ def run(work_dir: Path, load: Load) -> dict[str, Any]:
         s.start(next(line for line in read_procfile() if line.name == "relay"))
         first = sqs.get_queue_url(QueueName=queue_name(prefix, "validate"))["QueueUrl"]
 
-        def submit(document: dict[str, Any]) -> str:
+        def submit(documents: list[dict[str, Any]]) -> list[str]:
             from pipeline.domain import parse_order
 
-            order = parse_order(document)
-            store.create_order(order)
-            sqs.send_message(QueueUrl=first, MessageBody=json.dumps({"orderId": order.order_id}))
-            return order.order_id
+            orders = [parse_order(document) for document in documents]
+            for order in orders:
+                store.create_order(order)
+            bodies = [json.dumps({"orderId": order.order_id}) for order in orders]
+            if len(bodies) == 1:
+                sqs.send_message(QueueUrl=first, MessageBody=bodies[0])
+            for at in range(0, len(bodies) if len(bodies) > 1 else 0, 10):
+                sqs.send_message_batch(QueueUrl=first, Entries=[
+                    {"Id": str(n), "MessageBody": body}
+                    for n, body in enumerate(bodies[at:at + 10])])
+            return [order.order_id for order in orders]
 
         wait_for(lambda: sum(v for k, v in s.emulator.request_counts().items()
                              if k.startswith("SQS.ReceiveMessage")) >= len(STEPS),
@@ -169,6 +176,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--burst", type=int, default=0)
     parser.add_argument("--drain-timeout", type=float, help="s to wait for the last order")
+    parser.add_argument("--batch", type=int, default=1, help="orders per producer call, at most")
     parser.add_argument("--work-dir", type=Path)
     args = parser.parse_args()
     if args.consume:

@@ -42,6 +42,8 @@ class Load:
     seconds: float = 0.0
     count: int = 0
     drain_s: float | None = None  # how long to wait for the last order (None: a default)
+    batch: int = 1  # orders a producer submits in one call, at most (those due by then)
+    linger_s: float = 0.05  # with batch > 1: how long a producer waits for more orders
 
     @property
     def orders(self) -> int:
@@ -55,13 +57,15 @@ class Load:
         """This load as a scenario's command-line arguments (`from_arguments`)."""
         args = (["--burst", str(self.count)] if self.rate is None
                 else ["--rate", str(self.rate), "--seconds", str(self.seconds)])
-        return args + (["--drain-timeout", str(self.drain_s)] if self.drain_s else [])
+        return (args + (["--drain-timeout", str(self.drain_s)] if self.drain_s else [])
+                + (["--batch", str(self.batch)] if self.batch > 1 else []))
 
     @classmethod
     def from_arguments(cls, args: Any) -> Load:
+        batch = getattr(args, "batch", 1) or 1
         if args.burst:
-            return cls(None, count=args.burst, drain_s=args.drain_timeout)
-        return cls(args.rate, args.seconds, drain_s=args.drain_timeout)
+            return cls(None, count=args.burst, drain_s=args.drain_timeout, batch=batch)
+        return cls(args.rate, args.seconds, drain_s=args.drain_timeout, batch=batch)
 
 
 def bench_order(n: int) -> dict[str, Any]:
@@ -82,16 +86,23 @@ def stock_up(store: Store, orders: int) -> None:
         store.set_stock(sku, orders * 3 + 100, price=price)
 
 
-def drive(load: Load, submit: Callable[[dict[str, Any]], str], producers: int = 4,
+def drive(load: Load, submit: Callable[[list[dict[str, Any]]], list[str]], producers: int = 4,
           cpu: list[float] | None = None) -> tuple[list[str], float]:
     """Submit the load; returns the order ids and the worst producer lag (s).
-    `cpu` gets each producer thread's own CPU seconds: the load generator's cost."""
+    A producer takes the next order when it is due; with `load.batch` > 1 it
+    lingers `load.linger_s` and takes the orders due by then too (up to the
+    batch), and submits them in one call, as a producer that coalesces its sends
+    does. `cpu` gets each producer thread's own CPU seconds: the load
+    generator's cost."""
     documents = [bench_order(n) for n in range(load.orders)]
     ids: list[str] = []
     lag = [0.0]
     lock = threading.Lock()
-    cursor = iter(range(len(documents)))
+    taken = [0]  # documents handed to a producer so far
     start = time.monotonic() + 0.2
+
+    def due(n: int) -> float:
+        return start + (n / load.rate if load.rate else 0.0)
 
     def produce() -> None:
         began = time.thread_time()
@@ -105,17 +116,24 @@ def drive(load: Load, submit: Callable[[dict[str, Any]], str], producers: int = 
     def produce_until_done() -> None:
         while True:
             with lock:
-                n = next(cursor, None)
-            if n is None:
-                return
-            due = start + (n / load.rate if load.rate else 0.0)
-            delay = due - time.monotonic()
+                first = taken[0]
+                if first == len(documents):
+                    return
+                taken[0] += 1
+            # the schedule itself (open loop), then the linger; not synchronizations
+            delay = due(first) + (load.linger_s if load.batch > 1 else 0) - time.monotonic()
             if delay > 0:
-                time.sleep(delay)  # the schedule itself (open loop), not a synchronization
-            order_id = submit(documents[n])
+                time.sleep(delay)
+            batch = [first]
+            with lock:  # and whatever else is due by now
+                while (taken[0] < len(documents) and len(batch) < load.batch
+                       and due(taken[0]) <= time.monotonic()):
+                    batch.append(taken[0])
+                    taken[0] += 1
+            order_ids = submit([documents[n] for n in batch])
             with lock:
-                ids.append(order_id)
-                lag[0] = max(lag[0], time.monotonic() - due)
+                ids.extend(order_ids)
+                lag[0] = max(lag[0], time.monotonic() - due(first))
 
     threads = [threading.Thread(target=produce) for _ in range(producers)]
     for thread in threads:
@@ -197,7 +215,7 @@ def per_order(counts: dict[str, int], orders: int) -> dict[str, Any]:
 
 
 def run_load(s: Stack, system: str, load: Load,
-             submit: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
+             submit: Callable[[list[dict[str, Any]]], list[str]]) -> dict[str, Any]:
     """Drive `load` through `submit` on a started stack and measure the run: latency,
     requests per order counted from the load's start, CPU per order per process, and
     (for an arrival rate) the steady state and the drain (bench.window)."""
@@ -207,7 +225,8 @@ def run_load(s: Stack, system: str, load: Load,
     started = time.monotonic()
     load_cpu: list[float] = []
     window = Window.open(s, load.rate, load.seconds)
-    ids, lag = drive(load, submit, cpu=load_cpu)
+    # One coalescing producer when it batches (a second would take the orders it waits for).
+    ids, lag = drive(load, submit, producers=1 if load.batch > 1 else 4, cpu=load_cpu)
     window.close(s)
     drain_limit = load.drain_s or (90.0 if load.rate is None else 60.0)
     completed = wait_terminal(store, ids, drain_limit)
@@ -217,7 +236,8 @@ def run_load(s: Stack, system: str, load: Load,
     cpu["load"] = sum(load_cpu)  # the producers submitting orders (and their first message)
     done = max(completed, 1)
     return {
-        "system": system, "load": load.label, "rate": load.rate,
+        "system": system, "load": load.label, "rate": load.rate, "producerBatch": load.batch,
+        "producerLingerSeconds": load.linger_s if load.batch > 1 else 0.0,
         # Not every order ended within the wait after the load: a backlog still
         # draining past capacity, or a real stall; the rate columns say which.
         **measure(store, ids), "stalled": completed < len(ids), "drainLimitSeconds": drain_limit,
