@@ -95,12 +95,12 @@ class Settings(BaseSettings):
         "are removed by the janitor."))
 
     # --- Overload (pipeline.worker.intake) ---------------------------------------------
-    # About 40-50 s of one 2-core box's capacity: the work in progress stays well inside
-    # the visibility timeouts. 150 and 1000 measured alike at 4x capacity (full make
-    # bench, 2026-12-03: 77 % of peak and 1.01x CPU per order at 150, 75 % and 1.09x at
-    # 1000; a single overload run at 1000 gave 90 % and 0.89x), so the higher limit,
-    # which keeps the later steps' queues deep enough for fuller receives, stays.
-    intake_limit: int = Field(default=1000, ge=0, le=1_000_000, description=(
+    # About 10 s of one 2-core box's capacity: enough to keep every lane busy, and
+    # far inside the visibility timeouts. At 1000 the gate closed only ~40 s into an overload (2x never reached
+    # it), and until then the lanes spread over ever more orders: with coalescing
+    # producers, 4x capacity gave 77 % of peak goodput and 1.33x the CPU per order at
+    # 1000, 94 % and 0.88x at 200 (overload section of make bench, 2026-12-03).
+    intake_limit: int = Field(default=200, ge=0, le=1_000_000, description=(
         "Orders in progress at which workers stop receiving new orders from the intake "
         "queue (they wait in SQS) until 80 % of it is left; 0: no limit. Past capacity, "
         "the lanes then finish the orders they hold instead of spreading over more."))
