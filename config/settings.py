@@ -96,10 +96,11 @@ class Settings(BaseSettings):
 
     # --- Overload (pipeline.worker.intake) ---------------------------------------------
     # About 10 s of one 2-core box's capacity: enough to keep every lane busy, and
-    # far inside the visibility timeouts. At 1000 the gate closed only ~40 s into an overload (2x never reached
-    # it), and until then the lanes spread over ever more orders: with coalescing
-    # producers, 4x capacity gave 77 % of peak goodput and 1.33x the CPU per order at
-    # 1000, 94 % and 0.88x at 200 (overload section of make bench, 2026-12-03).
+    # far inside the visibility timeouts. At 1000 the gate closed only ~40 s into an
+    # overload (2x never reached it), and until then the lanes spread over ever more
+    # orders: with coalescing producers, 4x capacity gave 77 % of peak goodput and
+    # 1.33x the CPU per order at 1000, 94 % and 0.88x at 200 (overload section of
+    # make bench, 2026-12-03).
     intake_limit: int = Field(default=200, ge=0, le=1_000_000, description=(
         "Orders in progress at which workers stop receiving new orders from the intake "
         "queue (they wait in SQS) until 80 % of it is left; 0: no limit. Past capacity, "
@@ -152,10 +153,13 @@ class Settings(BaseSettings):
     carrier_transient_error_rate: Rate = 0.0
     carrier_failure_rate: Rate = 0.0
     carrier_timeout_ms: float = Field(default=2000.0, gt=0)
-    # Fault injection: this share of inventory updates fails transiently before
-    # touching stock, so tests and chaos runs exercise in-place FIFO retries.
+    # Fault injection: this share of inventory update attempts fails transiently
+    # before touching stock, so tests and chaos runs exercise in-place FIFO retries;
+    # a step's last attempt is spared (an injected fault never makes it give up).
     inventory_transient_error_rate: Rate = 0.0
-    simulation_seed: int | None = Field(default=None, description="Fixes the simulators' dice.")
+    simulation_seed: int | None = Field(default=None, description=(
+        "Seeds the simulators' dice: each process rolls its own stream, from this "
+        "seed and its pid."))
 
     @field_validator("queue_prefix")
     @classmethod

@@ -68,7 +68,10 @@ class Runtime:
 
     @_once
     def rng(self) -> random.Random:
-        return random.Random(self.settings.simulation_seed)
+        # Each process its own dice: every worker process seeded alike would roll the
+        # same faults in lockstep (two prefork children failed their n-th step together).
+        seed = self.settings.simulation_seed
+        return random.Random(None if seed is None else f"{seed}/{os.getpid()}")
 
     @_once
     def gateway(self) -> GuardedGateway:

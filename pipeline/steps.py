@@ -83,6 +83,7 @@ class StepContext:
     low_stock_below: int = 0
     inventory_fault_rate: float = 0.0
     attempt: int = 1
+    final_attempt: bool = False  # no attempt follows this one: a failure gives up
     worker: str = ""
     sequence: str | None = None  # the FIFO message's SequenceNumber
     in_chain: bool = False  # further steps follow in this message's canvas
@@ -130,7 +131,9 @@ def _line_update(args: Sequence[Any]) -> StockUpdate:
 def _apply(ctx: StepContext, update: StockUpdate, record: Record) -> StepResult:
     """Check and apply one stock update; `record` is written in its transaction."""
     status, repeated = inventory.check_update(ctx.store, update)
-    if ctx.inventory_fault_rate > ctx.rng.random():
+    # Injected faults are transient: a step's last attempt is spared, so they
+    # exercise in-place FIFO retries and never a give-up (real ones still can).
+    if not ctx.final_attempt and ctx.inventory_fault_rate > ctx.rng.random():
         raise StoreUnavailable(f"injected fault before applying {update.update_id}")
     if update.op is StockOp.RELEASE and status is S.NEEDS_ATTENTION:
         ctx.store.resume_compensation(update.ref)

@@ -86,7 +86,9 @@ class OrderStep(Task):
         return spec.attempts if spec else 1
 
     def context(self, rt: Runtime, delivery: Delivery) -> steps.StepContext:
-        return rt.step_context(attempt=delivery.attempt, worker=self.request.hostname or "",
+        return rt.step_context(attempt=delivery.attempt,
+                               final_attempt=delivery.attempt >= self.max_attempts(delivery),
+                               worker=self.request.hostname or "",
                                sequence=delivery.sequence,
                                in_chain=bool(self.request.chain), stop_chain=self.stop_chain)
 

@@ -160,3 +160,30 @@ def test_every_botocore_client_sends_the_fixed_user_agent(
     for client in (kombus, ours):
         sent = _user_agent_sent(client)  # boto3's session may append its Botocore/x.y
         assert sent.startswith(AWS_USER_AGENT) and "ua/2.1" not in sent, sent
+
+
+def test_each_process_rolls_its_own_dice_from_the_simulation_seed() -> None:
+    # Seen in CI: every worker process seeded Random(7) alike, so two prefork
+    # children failed their n-th inventory update together, and one message drew
+    # four of the stream's early low rolls in a row.
+    import json
+    import os
+
+    from pipeline.runtime import Runtime
+
+    settings = Settings(simulation_seed=7)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: as a prefork child, a fresh runtime after the fork
+        try:
+            os.write(write, json.dumps([Runtime(settings).rng.random() for _ in range(5)]).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as pipe:
+        child = json.load(pipe)
+    parent = [Runtime(settings).rng.random() for _ in range(5)]
+    assert child != parent
+    # ... and within a process the seed still fixes them
+    assert [Runtime(settings).rng.random() for _ in range(5)] == parent
