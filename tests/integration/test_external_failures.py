@@ -48,12 +48,17 @@ def test_a_lost_gateway_response_retried_with_its_key_charges_once(tmp_path: Pat
     assert effects.count("replayed") >= 1
 
 
-@pytest.mark.timeout(60)
-def test_submit_with_sqs_unreachable_fails_clearly_and_keeps_the_order(tmp_path: Path) -> None:
+def sqs_unreachable(tmp_path: Path) -> dict[str, str]:
+    """The environment of a process whose SQS endpoint refuses, on a fresh database."""
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     create_schema(create_db_engine(url))
-    env = {**os.environ, "PIPELINE_SQS_ENDPOINT_URL": "http://127.0.0.1:9",
-           "PIPELINE_DATABASE_URL": url, "PIPELINE_CONNECT_TIMEOUT_S": "1"}
+    return {**os.environ, "PIPELINE_SQS_ENDPOINT_URL": "http://127.0.0.1:9",
+            "PIPELINE_DATABASE_URL": url, "PIPELINE_CONNECT_TIMEOUT_S": "1"}
+
+
+@pytest.mark.timeout(60)
+def test_submit_with_sqs_unreachable_fails_clearly_and_keeps_the_order(tmp_path: Path) -> None:
+    env = sqs_unreachable(tmp_path)
     document = sample_order("single", 1)
     result = subprocess.run([sys.executable, "-m", "pipeline", "submit", "-"], cwd=ROOT,
                             input=json.dumps(document), text=True, capture_output=True,
@@ -69,10 +74,7 @@ def test_submit_with_sqs_unreachable_fails_clearly_and_keeps_the_order(tmp_path:
 
 @pytest.mark.timeout(60)
 def test_submit_orders_with_sqs_unreachable_names_every_stored_order(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    create_schema(create_db_engine(url))
-    env = {**os.environ, "PIPELINE_SQS_ENDPOINT_URL": "http://127.0.0.1:9",
-           "PIPELINE_DATABASE_URL": url, "PIPELINE_CONNECT_TIMEOUT_S": "1"}
+    env = sqs_unreachable(tmp_path)
     documents = [sample_order("single", 1), sample_order("single", 2)]
     script = ("import json, sys\nfrom pipeline import submit_orders\n"
               "submit_orders(json.load(sys.stdin))")
@@ -82,7 +84,7 @@ def test_submit_orders_with_sqs_unreachable_names_every_stored_order(tmp_path: P
     a, b = (d["orderId"] for d in documents)
     assert f"BrokerUnavailable: orders {a}, {b} are stored but their workflows could not " \
         "be published" in result.stderr
-    store = Store(create_db_engine(url))
+    store = Store(create_db_engine(env["PIPELINE_DATABASE_URL"]))
     assert [store.status(a).value, store.status(b).value] == ["RECEIVED", "RECEIVED"]
 
 
