@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,10 @@ class Config:
     tracing: bool = False  # every process exports spans (pipeline.tracing) to a receiver
     trace_sql: bool = True  # ... SQL statements included
     env: tuple[tuple[str, str], ...] = ()  # settings of this configuration
+    threads: tuple[str, ...] = ()  # prefork lanes run on the project's threads pool instead
+
+
+THREADS_POOL = "env CELERY_CUSTOM_WORKER_POOL=pipeline.worker.pool:ThreadPool "
 
 
 CONFIGS = {
@@ -45,6 +50,9 @@ CONFIGS = {
                          tracing=True),
     "tracing-nosql": Config("pipeline, tracing on, no SQL spans", events=False, flower=False,
                             stock=False, tracing=True, trace_sql=False),
+    # Lanes sized by measurement (#16): the prefork DB lanes as one process of threads.
+    "threads": Config("pipeline, orders+notifications on threads", events=False,
+                      flower=False, stock=False, threads=("orders", "notifications")),
     # Admission control off (pipeline.worker.intake): what the overload section compares.
     "intake-off": Config("pipeline, no intake limit", events=False, flower=False, stock=False,
                          env=(("PIPELINE_INTAKE_LIMIT", "0"),)),
@@ -55,9 +63,17 @@ def stock_line(line: ProcLine) -> ProcLine:
     """A Procfile worker line on the stock app, with Celery's default prefetch."""
     command = (line.command.replace("-A pipeline.app", "-A bench.stock_app")
                .replace(" --prefetch-multiplier 8", "")
-               .replace("env CELERY_CUSTOM_WORKER_POOL=pipeline.worker.pool:ThreadPool ", "")
+               .replace(THREADS_POOL, "")
                .replace("-P custom", "-P threads"))
     return ProcLine(line.name, command)
+
+
+def threads_line(line: ProcLine, slots: int = 4) -> ProcLine:
+    """A prefork Procfile lane on the project's threads pool, one process."""
+    command = re.sub(r"-P prefork -c \d+", f"-P custom -c {slots}", line.command)
+    if command == line.command:
+        raise ValueError(f"{line.name} is not a prefork lane: {line.command}")
+    return ProcLine(line.name, THREADS_POOL + command)
 
 
 def run(work_dir: Path, config: Config, load: Load) -> dict[str, Any]:
@@ -86,7 +102,11 @@ def _run(work_dir: Path, config: Config, load: Load, tag: str,
         lines = {line.name: line for line in read_procfile()}
         for name in (*WORKER_LANES, "relay"):
             line = lines[name]
-            s.start(stock_line(line) if config.stock and name != "relay" else line)
+            if config.stock and name != "relay":
+                line = stock_line(line)
+            elif name in config.threads:
+                line = threads_line(line)
+            s.start(line)
         if config.flower:
             s.start(lines["flower"])
         from pipeline.api import submit_order, submit_orders
