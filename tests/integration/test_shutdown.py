@@ -28,9 +28,13 @@ def queue_counts(pipeline: Pipeline, queue: str) -> tuple[int, int]:
     url = rt.sqs.get_queue_url(QueueName=rt.settings.queue_prefix + queue)["QueueUrl"]
     attrs: dict[str, Any] = rt.sqs.get_queue_attributes(
         QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages",
-                                      "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
-    return int(attrs["ApproximateNumberOfMessages"]), int(
-        attrs["ApproximateNumberOfMessagesNotVisible"])
+                                      "ApproximateNumberOfMessagesNotVisible",
+                                      "ApproximateNumberOfMessagesDelayed"])["Attributes"]
+    # Waiting = visible or delayed: on a busy box the slow gateway can open the
+    # breaker, and a deferred step's copy is sent back with DelaySeconds (tasks.base).
+    waiting = int(attrs["ApproximateNumberOfMessages"]) + int(
+        attrs.get("ApproximateNumberOfMessagesDelayed", 0))
+    return waiting, int(attrs["ApproximateNumberOfMessagesNotVisible"])
 
 
 def test_sigterm_finishes_running_steps_and_releases_the_rest_at_once(
