@@ -44,6 +44,10 @@ def broker_url(settings: Settings) -> str:
     )
 
 
+# Read by pipeline.sqs.transport: send and batch-delete by hand (pipeline.sqs.signed).
+SIGNED_CALLS_OPTION = "pipeline_signed_calls"
+
+
 def task_queues() -> list[Queue]:
     # One direct exchange per queue, as kombu's SQS transport expects.
     return [Queue(spec.name, Exchange(spec.name), routing_key=spec.name) for spec in QUEUES]
@@ -61,6 +65,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "supports_fanout": True,
         "fanout_exchanges": [EVENT_EXCHANGE],
         "event_queue_prefix": EVENT_QUEUE_PREFIX,
+        SIGNED_CALLS_OPTION: settings.sqs_signed_calls,
         "fetch_message_attributes": {"MessageSystemAttributeNames": MESSAGE_SYSTEM_ATTRIBUTES},
         "client-config": {
             "connect_timeout": settings.connect_timeout_s,

@@ -24,6 +24,7 @@ import threading
 import time
 from typing import Any
 
+import boto3
 import kombu
 from botocore.exceptions import (
     ClientError,
@@ -34,8 +35,9 @@ from botocore.exceptions import (
 from kombu.transport import SQS, virtual
 from vine import promise
 
+from config.celery import SIGNED_CALLS_OPTION
 from pipeline.errors import FifoGroupMissing
-from pipeline.sqs import batching, liveness, prefetch
+from pipeline.sqs import batching, liveness, prefetch, signed
 from pipeline.sqs.broadcast import BroadcastChannel
 from pipeline.sqs.eventloop import run_soon
 from pipeline.worker import intake
@@ -101,10 +103,27 @@ class Channel(BroadcastChannel):
             self._putting.new = False
 
     def sqs(self, queue: str | None = None) -> Any:
-        """kombu's client; while a new message is being put inside sends_batched,
+        """kombu's client, its sends and batch deletes signed and sent by hand
+        (pipeline.sqs.signed); while a new message is being put inside sends_batched,
         one that holds its SendMessage for the batch (pipeline.sqs.batching)."""
-        client = super().sqs(queue)
+        client = self._signed(super().sqs(queue))
         return batching.capturing(client) if getattr(self._putting, "new", False) else client
+
+    def _signed(self, client: Any) -> Any:
+        if not self.transport_options.get(SIGNED_CALLS_OPTION) or self.predefined_queues:
+            return client  # per-queue clients and STS roles stay kombu's alone
+        wrapped: signed.SignedCalls | None = self.__dict__.get("_signed_calls")
+        if wrapped is None or wrapped.client is not client:
+            # the credentials kombu gives boto3: the broker URL's keys, else the chain
+            session = boto3.Session(aws_access_key_id=self.conninfo.userid or None,
+                                    aws_secret_access_key=self.conninfo.password or None,
+                                    region_name=self.region)
+            credentials = session.get_credentials()
+            if credentials is None:
+                return client  # botocore will say so, as it always did
+            wrapped = self.__dict__["_signed_calls"] = signed.SignedCalls(
+                client, credentials.get_frozen_credentials)
+        return wrapped
 
     # --- nothing on a queue can kill a worker -----------------------------------
     def _prepare_json_payload(self, text: str) -> Any:
@@ -308,6 +327,9 @@ class Channel(BroadcastChannel):
     def close(self) -> None:
         if any(self._acks.values()):
             self.flush_acks()
+        wrapped = self.__dict__.pop("_signed_calls", None)
+        if wrapped is not None:
+            wrapped.close()
         super().close()
 
     # --- no long poll left behind on shutdown -------------------------------
