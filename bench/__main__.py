@@ -23,7 +23,7 @@ from config.settings import PROJECT_ROOT
 
 RESULTS = PROJECT_ROOT / "results"
 SYSTEMS = ("flower-off", "flower-on", "tracing-on", "tracing-nosql", "stock", "threads",
-           "seed")
+           "botocore", "seed")
 
 
 def fifo_section(work_dir: Path, *, updates: int, quick: bool) -> tuple[list[str], list[Any]]:
@@ -103,14 +103,15 @@ def pairs(rows: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any], dict[st
     by = {(r["system"], r["load"]): r for r in rows}
     names = {key: orders.CONFIGS[key].name
              for key in ("flower-off", "flower-on", "tracing-on", "tracing-nosql", "stock",
-                         "threads")}
+                         "threads", "botocore")}
     names["seed"] = "seed-style boto3 consumers"
     found = []
     for load in dict.fromkeys(r["load"] for r in rows):
         for a, b in (("flower-off", "stock"), ("flower-off", "seed"),
                      ("flower-on", "flower-off"), ("tracing-on", "flower-off"),
                      ("tracing-nosql", "flower-off"), ("threads", "flower-off"),
-                     ("threads", "seed")):
+                     ("threads", "seed"), ("flower-off", "botocore"),
+                     ("botocore", "seed")):
             if (names[a], load) in by and (names[b], load) in by:
                 found.append((f"{names[a]} / {names[b]}", by[(names[a], load)],
                               by[(names[b], load)]))
@@ -165,13 +166,15 @@ def plan(quick: bool) -> tuple[list[Load], dict[str, list[Load]], int]:
         loads = [Load(25, 5), Load(None, count=100)]
         return loads, {"flower-off": loads, "flower-on": loads, "tracing-on": loads,
                        "tracing-nosql": loads[:1], "stock": loads[:1], "threads": loads,
+                       "botocore": loads,
                        "seed": loads}, 300
     rates = [Load(r, 20) for r in (10, 25, 50, 100)]
     burst = Load(None, count=600)
     loads = [*rates, burst]
     return loads, {"flower-off": loads, "flower-on": loads,
                    "tracing-on": [*rates[:2], burst], "tracing-nosql": rates[:2],
-                   "stock": rates[:2], "threads": [*rates[:2], burst], "seed": loads}, 1000
+                   "stock": rates[:2], "threads": [*rates[:2], burst],
+                   "botocore": [*rates[:2], burst], "seed": loads}, 1000
 
 
 def main() -> None:

@@ -53,6 +53,9 @@ CONFIGS = {
     # Lanes sized by measurement (#16): the prefork DB lanes as one process of threads.
     "threads": Config("pipeline, orders+notifications on threads", events=False,
                       flower=False, stock=False, threads=("orders", "notifications")),
+    # The hand-signed SQS calls off (pipeline.sqs.signed): what they save, in every run.
+    "botocore": Config("pipeline, sends and deletes through botocore", events=False,
+                       flower=False, stock=False, env=(("PIPELINE_SQS_SIGNED_CALLS", "false"),)),
     # Admission control off (pipeline.worker.intake): what the overload section compares.
     "intake-off": Config("pipeline, no intake limit", events=False, flower=False, stock=False,
                          env=(("PIPELINE_INTAKE_LIMIT", "0"),)),
