@@ -213,7 +213,7 @@ class SignedCalls:
         if self._https:
             conn = http.client.HTTPSConnection(self._host, self._port,
                                                timeout=self._connect_timeout,
-                                               context=ssl.create_default_context())
+                                               context=self._tls())
         else:
             conn = http.client.HTTPConnection(self._host, self._port,
                                               timeout=self._connect_timeout)
@@ -222,6 +222,16 @@ class SignedCalls:
             conn.sock.settimeout(self._read_timeout)
         local.conn, local.pid = conn, os.getpid()
         return conn
+
+    @staticmethod
+    def _tls() -> ssl.SSLContext:
+        # the CA bundle botocore verifies against (AWS_CA_BUNDLE, else certifi's or its
+        # own); a certificate that still fails verification sends the call through
+        # botocore, which then refuses it as it always did
+        from botocore.httpsession import get_cert_path
+
+        return ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE")
+                                          or get_cert_path(True))
 
     def close(self) -> None:
         """Close this thread's connection (the others close with their threads)."""

@@ -267,3 +267,17 @@ def test_every_other_call_is_the_clients(recorder: Recorder) -> None:
     assert calls.client is client
     assert calls.get_queue_url == client.get_queue_url
     assert calls.meta is client.meta
+
+
+def test_tls_verifies_against_botocores_bundle(monkeypatch: pytest.MonkeyPatch) -> None:
+    from botocore.httpsession import get_cert_path
+
+    monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)
+    context = SignedCalls._tls()
+    assert context.verify_mode.name == "CERT_REQUIRED" and context.check_hostname
+    assert context.cert_store_stats()["x509_ca"] > 0
+    assert get_cert_path(True).endswith(".pem")
+    # AWS_CA_BUNDLE is honoured as botocore honours it (a missing one: botocore's call)
+    monkeypatch.setenv("AWS_CA_BUNDLE", "/nonexistent/bundle.pem")
+    with pytest.raises(FileNotFoundError):
+        SignedCalls._tls()
