@@ -42,6 +42,7 @@ SERVICE = "sqs"
 TARGET_PREFIX = "AmazonSQS"  # botocore's SQS model: protocol json, jsonVersion 1.0
 CONTENT_TYPE = "application/x-amz-json-1.0"
 SIGNED_ACTIONS = ("SendMessage", "SendMessageBatch", "DeleteMessageBatch")
+MAX_IDLE = 16  # kept-alive connections per process (a threads lane has 8 + its loop)
 
 _SEND_KEYS = frozenset({"QueueUrl", "MessageBody", "DelaySeconds", "MessageAttributes",
                         "MessageGroupId", "MessageDeduplicationId"})
@@ -140,7 +141,11 @@ class SignedCalls:
         self._read_timeout = float(config.read_timeout or 60)
         self._user_agent = config.user_agent or ""
         self._keys: dict[tuple[str, str], bytes] = {}
-        self._local = threading.local()  # each thread its own kept-alive connection
+        # kept-alive connections not in use, of process _pid (threads borrow one each)
+        self._idle: list[http.client.HTTPConnection] = []
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._closed = False
 
     # the three calls; the rest is the client's
     def send_message(self, **params: Any) -> Any:
@@ -165,7 +170,6 @@ class SignedCalls:
         try:
             status, answer = self._request(action, params)
         except (OSError, http.client.HTTPException) as error:
-            self._drop_connection()
             log.debug("%s by hand failed (%s); sending it through botocore", action, error)
             return fallback(**params)
         if status != 200:
@@ -197,31 +201,44 @@ class SignedCalls:
         headers["user-agent"] = self._user_agent
         headers["content-length"] = str(len(payload))
         conn = self._connection()
-        conn.request("POST", self._path, payload, headers)
-        response = conn.getresponse()
-        answer = response.read()
-        if response.will_close:
-            self._drop_connection()
+        try:
+            conn.request("POST", self._path, payload, headers)
+            response = conn.getresponse()
+            answer = response.read()
+        except BaseException:
+            conn.close()  # in an unknown state: never reused
+            raise
+        if response.will_close or self._closed:
+            conn.close()
+        else:
+            self._release(conn)
         return response.status, answer
 
     def _connection(self) -> http.client.HTTPConnection:
-        local = self._local
-        conn: http.client.HTTPConnection | None = getattr(local, "conn", None)
-        if conn is not None and getattr(local, "pid", None) == os.getpid():
-            return conn
-        # none yet, or inherited through a fork: the socket is the parent's
+        """An idle kept-alive connection of this process, or a new one."""
+        with self._lock:
+            if self._pid != os.getpid():
+                # inherited through a fork: the sockets are the parent's to use
+                self._idle, self._pid = [], os.getpid()
+            if self._idle:
+                return self._idle.pop()
         if self._https:
-            conn = http.client.HTTPSConnection(self._host, self._port,
-                                               timeout=self._connect_timeout,
-                                               context=self._tls())
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                self._host, self._port, timeout=self._connect_timeout, context=self._tls())
         else:
             conn = http.client.HTTPConnection(self._host, self._port,
                                               timeout=self._connect_timeout)
         conn.connect()
         if conn.sock is not None:
             conn.sock.settimeout(self._read_timeout)
-        local.conn, local.pid = conn, os.getpid()
         return conn
+
+    def _release(self, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            if self._pid == os.getpid() and len(self._idle) < MAX_IDLE:
+                self._idle.append(conn)
+                return
+        conn.close()
 
     @staticmethod
     def _tls() -> ssl.SSLContext:
@@ -234,12 +251,9 @@ class SignedCalls:
                                           or get_cert_path(True))
 
     def close(self) -> None:
-        """Close this thread's connection (the others close with their threads)."""
-        self._drop_connection()
-
-    def _drop_connection(self) -> None:
-        local = self._local
-        conn = getattr(local, "conn", None)
-        if conn is not None and getattr(local, "pid", None) == os.getpid():
+        """Close the idle connections (one in use is closed when its request ends)."""
+        with self._lock:
+            idle, self._idle = (self._idle if self._pid == os.getpid() else []), []
+            self._closed = True
+        for conn in idle:
             conn.close()
-        local.conn = None

@@ -121,6 +121,8 @@ class Channel(BroadcastChannel):
             credentials = session.get_credentials()
             if credentials is None:
                 return client  # botocore will say so, as it always did
+            if wrapped is not None:  # kombu made a new client: the old one's sockets go
+                wrapped.close()
             wrapped = self.__dict__["_signed_calls"] = signed.SignedCalls(
                 client, credentials.get_frozen_credentials)
         return wrapped

@@ -14,6 +14,7 @@ from pipeline.dev.demo import CATALOG, sample_order
 from pipeline.errors import InvalidOrder, OrderNotFound
 from pipeline.ops.audit import audit
 from pipeline.sqs.emulator import Emulator
+from pipeline.sqs.signed import SignedCalls
 from pipeline.testing import wait_until
 from tests.fixtures import Pipeline
 
@@ -138,8 +139,8 @@ def sqs_calls_of_this_process(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     """The SQS API calls this test process makes, counted on their way out.
 
     The emulator's own counters also see the lanes, which are already sending the
-    next steps of these orders on a busy machine; these are only the submitter's.
-    Every call still goes to the emulator.
+    next steps of these orders on a busy machine; these are only the submitter's,
+    through botocore or signed by hand. Every call still goes to the emulator.
     """
     calls: Counter[str] = Counter()
     make_api_call = BaseClient._make_api_call
@@ -150,6 +151,13 @@ def sqs_calls_of_this_process(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
         return make_api_call(client, operation, params)
 
     monkeypatch.setattr(BaseClient, "_make_api_call", counted)
+    request = SignedCalls._request
+
+    def counted_by_hand(calls_: SignedCalls, action: str, params: Any) -> Any:
+        calls[action] += 1  # pipeline.sqs.signed: sent without botocore
+        return request(calls_, action, params)
+
+    monkeypatch.setattr(SignedCalls, "_request", counted_by_hand)
     return calls
 
 

@@ -252,6 +252,9 @@ def test_a_forked_child_opens_its_own_connection(recorder: Recorder,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     calls = _calls(_client(recorder.endpoint))
     parents = calls._connection()
+    calls._release(parents)
+    assert calls._connection() is parents  # kept alive, reused
+    calls._release(parents)
     monkeypatch.setattr(signed.os, "getpid", lambda: -1)  # what a prefork child sees
     childs = calls._connection()
     assert childs is not parents
@@ -259,6 +262,28 @@ def test_a_forked_child_opens_its_own_connection(recorder: Recorder,
     childs.close()
     monkeypatch.undo()
     parents.close()
+
+
+def test_threads_borrow_connections_and_close_leaves_none_open(recorder: Recorder) -> None:
+    calls = _calls(_client(recorder.endpoint))
+    barrier = threading.Barrier(4)
+    recorder.replies = [(200, {"MessageId": str(n)}) for n in range(8)]
+
+    def send(n: int) -> None:
+        barrier.wait()
+        calls.send_message(QueueUrl=QUEUE, MessageBody=str(n))
+        calls.send_message(QueueUrl=QUEUE, MessageBody=str(n))
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(recorder.requests) == 8 and recorder.by_botocore() == [False] * 8
+    idle = list(calls._idle)
+    assert 1 <= len(idle) <= 4  # at most one per thread at a time, all handed back
+    calls.close()
+    assert all(conn.sock is None for conn in idle) and calls._idle == []
 
 
 def test_every_other_call_is_the_clients(recorder: Recorder) -> None:
