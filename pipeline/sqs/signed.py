@@ -34,14 +34,13 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["SIGNED_ACTIONS", "SignedCalls", "sign_v4"]
+__all__ = ["SignedCalls", "plain_call", "sign_v4"]
 
 log = logging.getLogger("pipeline.sqs")
 
 SERVICE = "sqs"
 TARGET_PREFIX = "AmazonSQS"  # botocore's SQS model: protocol json, jsonVersion 1.0
 CONTENT_TYPE = "application/x-amz-json-1.0"
-SIGNED_ACTIONS = ("SendMessage", "SendMessageBatch", "DeleteMessageBatch")
 MAX_IDLE = 16  # kept-alive connections per process (a threads lane has 8 + its loop)
 
 _SEND_KEYS = frozenset({"QueueUrl", "MessageBody", "DelaySeconds", "MessageAttributes",
@@ -54,7 +53,7 @@ def _hmac(key: bytes, text: str) -> bytes:
     return hmac.new(key, text.encode(), hashlib.sha256).digest()
 
 
-def sign_v4(*, method: str, host: str, path: str, headers: dict[str, str], payload: bytes,
+def sign_v4(*, method: str, path: str, headers: dict[str, str], payload: bytes,
             access_key: str, secret_key: str, region: str, service: str,
             amz_date: str, key_cache: dict[tuple[str, str], bytes] | None = None) -> str:
     """The Authorization header of a SigV4 request with no query string; `headers` are
@@ -194,7 +193,7 @@ class SignedCalls:
         if creds.token:
             headers["x-amz-security-token"] = creds.token
         headers["authorization"] = sign_v4(
-            method="POST", host=self._netloc, path=self._path, headers=headers,
+            method="POST", path=self._path, headers=headers,
             payload=payload, access_key=creds.access_key, secret_key=creds.secret_key,
             region=self._region, service=SERVICE, amz_date=headers["x-amz-date"],
             key_cache=self._keys)

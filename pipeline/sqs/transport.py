@@ -114,13 +114,16 @@ class Channel(BroadcastChannel):
             return client  # per-queue clients and STS roles stay kombu's alone
         wrapped: signed.SignedCalls | None = self.__dict__.get("_signed_calls")
         if wrapped is None or wrapped.client is not client:
+            if self.__dict__.get("_no_credentials"):
+                return client  # looked up once: botocore will say so, as it always did
             # the credentials kombu gives boto3: the broker URL's keys, else the chain
             session = boto3.Session(aws_access_key_id=self.conninfo.userid or None,
                                     aws_secret_access_key=self.conninfo.password or None,
                                     region_name=self.region)
             credentials = session.get_credentials()
             if credentials is None:
-                return client  # botocore will say so, as it always did
+                self.__dict__["_no_credentials"] = True
+                return client
             if wrapped is not None:  # kombu made a new client: the old one's sockets go
                 wrapped.close()
             wrapped = self.__dict__["_signed_calls"] = signed.SignedCalls(
