@@ -61,8 +61,9 @@ def _reserve(rt: Services, order_id: str) -> StepResult:
     state = rt.store.order_state(order_id)
     for sku, _ in state.lines:  # every line in this one message: no per-product ordering
         update = state.update(sku, StockOp.RESERVE)
-        status, _ = inventory.check_update(rt.store, update)
-        inventory.apply_update(rt.store, update, status=status, sequence=None, hold_s=1800)
+        checked = inventory.check_update(rt.store, update)
+        inventory.apply_update(rt.store, update, status=checked.status, sequence=None,
+                               hold_s=1800)
     decision, short = workflow.reservation_fan_in(rt.store.order_state(order_id))
     if decision is workflow.FanIn.RESERVED:
         rt.store.transition(order_id, OrderStatus.RESERVED, expected=[OrderStatus.RESERVING])

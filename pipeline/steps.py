@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from config.topology import Task
 from pipeline import workflow
+from pipeline.arguments import check_arguments, line_update, restock_update, step_name, subject
 from pipeline.domain import (
     WINDING_DOWN,
     Order,
@@ -37,7 +37,6 @@ from pipeline.domain import (
     can_transition,
 )
 from pipeline.errors import InvalidTaskArguments, OrderNotFound, StoreUnavailable
-from pipeline.keys import ID_PATTERN
 from pipeline.retry import Decision, Defer, GiveUp, Retry, RetryPolicy, decide
 from pipeline.services import inventory, notification, payment, shipping, validation
 from pipeline.services.breaker import GuardedGateway
@@ -56,9 +55,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pipeline.steps")
 S = OrderStatus
-_ID = re.compile(ID_PATTERN)
-MAX_ID = 64
-MAX_QUANTITY = 1_000_000
 
 
 class Publisher(Protocol):
@@ -91,63 +87,65 @@ class StepContext:
     started: datetime = field(default_factory=now)
 
 
-# ---------------------------------------------------------------- arguments
-def _id(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not 0 < len(value) <= MAX_ID or not _ID.match(value):
-        raise InvalidTaskArguments(f"{what} must be an id of 1-{MAX_ID} characters "
-                                   f"[A-Za-z0-9_.-], got {str(value)[:80]!r}")
-    return value
-
-
-def _quantity(value: Any) -> int:
-    if type(value) is not int or not 0 < value <= MAX_QUANTITY:
-        raise InvalidTaskArguments(f"quantity must be an integer 1-{MAX_QUANTITY}, "
-                                   f"got {str(value)[:40]!r}")
-    return value
-
-
-def step_name(task: Task, args: Sequence[Any]) -> str:
-    """The step as the order's timeline records it."""
-    if task is Task.APPLY_LINE and len(args) >= 4:
-        return f"{args[3]}:{args[1]}"
-    return {
-        Task.VALIDATE: "validate", Task.AUTHORIZE: "authorize_payment",
-        Task.RESERVE: "reserve_inventory", Task.RELEASE: "release_inventory",
-        Task.SHIP: "ship", Task.CANCEL_SHIPMENT: Undo.CANCEL_SHIPMENT.value,
-        Task.REVERSE_PAYMENT: Undo.REVERSE_PAYMENT.value, Task.NOTIFY: "notify",
-        Task.RESTOCK: "restock",
-    }.get(task, task.value)
-
-
-def _line_update(args: Sequence[Any]) -> StockUpdate:
-    order_id, sku, quantity, op = args
-    return StockUpdate(_id(order_id, "order id"), _id(sku, "product id"), _quantity(quantity),
-                       inventory.parse_op(op, allowed=(StockOp.RESERVE, StockOp.RELEASE)))
-
-
 # ---------------------------------------------------------------- the bodies
 # Each body gets the step's Record and calls it inside the transaction that makes
 # its change, so the timeline row commits with the change (see `attempt`).
 def _apply(ctx: StepContext, update: StockUpdate, record: Record) -> StepResult:
-    """Check and apply one stock update; `record` is written in its transaction."""
-    status, repeated = inventory.check_update(ctx.store, update)
+    """Check and apply one stock update; `record` is written in its transaction, and
+    so is the reservation fan-in when this line of a reserving order decides it."""
+    checked = inventory.check_update(ctx.store, update)
+    status, repeated = checked.status, checked.repeated
     # Injected faults are transient: a step's last attempt is spared, so they
     # exercise in-place FIFO retries and never a give-up (real ones still can).
     if not ctx.final_attempt and ctx.inventory_fault_rate > ctx.rng.random():
         raise StoreUnavailable(f"injected fault before applying {update.update_id}")
     if update.op is StockOp.RELEASE and status is S.NEEDS_ATTENTION:
         ctx.store.resume_compensation(update.ref)
+    fans_in = update.op is StockOp.RESERVE and status is S.RESERVING and not repeated
+    fan_in: list[FanIn | None] = []
 
     def result(state: str) -> StepResult:
         return StepResult.go(f"{update.op.value} {update.sku} x{update.quantity}: {state} "
                              f"(seq {ctx.sequence})", repeated=repeated)
 
     def within(conn: Connection, state: str) -> None:
+        if fans_in:
+            fan_in.append(_fan_in(ctx, conn, update.ref))
         record(conn, result(state))
 
-    return result(inventory.apply_update(
+    done = result(inventory.apply_update(
         ctx.store, update, status=status, sequence=ctx.sequence, hold_s=ctx.hold_s,
         low_stock_below=ctx.low_stock_below, within=within))
+    decided = fan_in[0] if fan_in else None
+    if decided is None:
+        return done  # `after` looks at the order (a repeat, a release, a lost race)
+    if decided is not FanIn.WAITING:
+        state = (OrderState(update.ref, S.RESERVED, None, None, checked.vip, lines=())
+                 if decided is FanIn.RESERVED else ctx.store.order_state(update.ref))
+        _publish(ctx, state, workflow.next_publish(state))
+    return replace(done, next_sent=True)
+
+
+def _fan_in(ctx: StepContext, conn: Connection, order_id: str) -> FanIn | None:
+    """In the transaction of a line just decided: WAITING while another line is
+    undecided; when every line is, the order moves on with the line's change
+    (RESERVED, or towards OUT_OF_STOCK). None: the order is not reserving any more,
+    or another line moved it; `after` then reads it."""
+    found = ctx.store.line_decisions(conn, order_id)
+    if found is None or found.status is not S.RESERVING:
+        return None
+    state = OrderState(order_id, S.RESERVING, None, None, False, lines=found.lines,
+                       line_states=found.states)
+    decision, short = workflow.reservation_fan_in(state)
+    if decision is FanIn.RESERVED:
+        won = ctx.store.transition(order_id, S.RESERVED, expected=[S.RESERVING], conn=conn)
+    elif decision is FanIn.SHORT:
+        won = ctx.store.transition(order_id, S.COMPENSATING, expected=[S.RESERVING], conn=conn,
+                                   outcome=S.OUT_OF_STOCK,
+                                   reasons=[f"{sku}: out of stock" for sku in short])
+    else:
+        return decision
+    return decision if won else None
 
 
 def _validate(ctx: StepContext, record: Record, order_id: str) -> StepResult:
@@ -178,7 +176,7 @@ def _reserve_legacy(ctx: StepContext, _record: Record, order_id: str) -> StepRes
 
 
 def _apply_line(ctx: StepContext, record: Record, *args: Any) -> StepResult:
-    return _apply(ctx, _line_update(args), record)
+    return _apply(ctx, line_update(args), record)
 
 
 def _release_legacy(ctx: StepContext, _record: Record, order_id: str) -> StepResult:
@@ -188,9 +186,8 @@ def _release_legacy(ctx: StepContext, _record: Record, order_id: str) -> StepRes
 
 def _restock(ctx: StepContext, record: Record, restock_id: Any, sku: Any,
              quantity: Any) -> StepResult:
-    update = StockUpdate(_id(restock_id, "restock id"), _id(sku, "product id"),
-                         _quantity(quantity), StockOp.RESTOCK)
-    return _apply(ctx, update, record)  # a restock has no timeline: nothing is recorded
+    # a restock has no timeline: nothing is recorded
+    return _apply(ctx, restock_update((restock_id, sku, quantity)), record)
 
 
 BODIES: dict[Task, Callable[..., StepResult]] = {
@@ -206,22 +203,6 @@ BODIES: dict[Task, Callable[..., StepResult]] = {
     Task.NOTIFY: lambda ctx, rec, o: notification.notify(ctx.store, o, rec),
     Task.RESTOCK: _restock,
 }
-ARITY = {task: (4 if task is Task.APPLY_LINE else 3 if task is Task.RESTOCK else 1)
-         for task in BODIES}
-
-
-def subject(task: Task, args: Sequence[Any]) -> str:
-    """The order (or restock) a delivery is about, for the timeline and dead letters."""
-    return str(args[0])[:MAX_ID] if args else "-"
-
-
-def check_arguments(task: Task, args: Sequence[Any]) -> None:
-    if len(args) != ARITY[task]:
-        raise InvalidTaskArguments(f"{task.value} takes {ARITY[task]} argument(s), "
-                                   f"got {len(args)}")
-    _id(args[0], "order id" if task is not Task.RESTOCK else "restock id")
-
-
 # ---------------------------------------------------------------- one attempt
 def _outcome(result: StepResult) -> str:
     return "repeated" if result.repeated else ("ok" if result.proceed else "stopped")
@@ -337,7 +318,7 @@ def give_up(ctx: StepContext, task: Task, args: Sequence[Any], error: BaseExcept
     can be put right. The caller dead-letters the message with `reason`."""
     if task in (Task.APPLY_LINE, Task.RESTOCK) and not isinstance(error, InvalidTaskArguments):
         try:
-            update = (_line_update(args) if task is Task.APPLY_LINE else
+            update = (line_update(args) if task is Task.APPLY_LINE else
                       StockUpdate(str(args[0]), str(args[1]), int(args[2]), StockOp.RESTOCK))
             ctx.store.mark_dead_lettered(update.update_id)
         except (InvalidTaskArguments, ValueError, TypeError, IndexError):

@@ -11,14 +11,16 @@ changes stock nor holds up its product's group.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from pipeline.domain import OrderStatus, StockOp, StockUpdate
 from pipeline.errors import InvalidTaskArguments, OrderNotFound
 from pipeline.keys import claim_key
 from pipeline.store import Store, operations
 from pipeline.store.stock import Within
 
-__all__ = ["StockOp", "StockUpdate", "apply_update", "check_update", "claim", "expire_hold",
-           "parse_op", "stale_holds"]
+__all__ = ["Checked", "StockOp", "StockUpdate", "apply_update", "check_update", "claim",
+           "expire_hold", "parse_op", "stale_holds"]
 
 # A reserve is applied for an order that is still reserving; once the order is
 # winding down (or over) it is refused without touching stock, and the release
@@ -41,29 +43,34 @@ def parse_op(op: object, *, allowed: tuple[StockOp, ...]) -> StockOp:
     return parsed
 
 
-def check_update(store: Store, update: StockUpdate) -> tuple[OrderStatus | None, bool]:
-    """Raise InvalidTaskArguments unless `update` is one the pipeline sent.
+class Checked(NamedTuple):
+    """A stock update found to be one the pipeline sent."""
 
-    Returns the order's status for a line update (None for a restock), and
-    whether the update was applied before (this delivery repeats it).
-    """
+    status: OrderStatus | None  # the order's, for a line update (None: a restock)
+    repeated: bool  # applied before: this delivery repeats it
+    vip: bool = False
+
+
+def check_update(store: Store, update: StockUpdate) -> Checked:
+    """Raise InvalidTaskArguments unless `update` is one the pipeline sent."""
     if update.op is StockOp.RESTOCK:
         note = store.stock_update(update.update_id)
         if note is None or note.sku != update.sku or note.quantity != update.quantity:
             raise InvalidTaskArguments(
                 f"restock {update.ref} of {update.quantity} x {update.sku} was never "
                 "recorded by a producer (pipeline.restock records every restock it sends)")
-        return None, note.applied_at is not None
+        return Checked(None, note.applied_at is not None)
     try:
-        check = store.line_check(update.ref, update.update_id)
+        check = store.line_check(update.ref, update.sku, update.update_id)
     except OrderNotFound:
         raise InvalidTaskArguments(f"{update.op.value} for unknown order {update.ref!r}") \
             from None
-    if check.lines.get(update.sku) != update.quantity:
+    if check.quantity != update.quantity:
+        lines = {line.sku: line.quantity for line in store.lines(update.ref)}
         raise InvalidTaskArguments(
             f"{update.op.value} {update.quantity} x {update.sku} matches no line of order "
-            f"{update.ref} (its lines: {dict(sorted(check.lines.items()))})")
-    return check.status, check.applied
+            f"{update.ref} (its lines: {dict(sorted(lines.items()))})")
+    return Checked(check.status, check.applied, check.vip)
 
 
 def apply_update(store: Store, update: StockUpdate, *, status: OrderStatus | None,

@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import logging
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from pipeline.domain import OrderStatus
 from pipeline.services.outcome import Record, StepResult, unrecorded
-from pipeline.store import PaymentRow, Store
+from pipeline.store import OrderRow, PaymentRow, Store
 from pipeline.workflow import money_settled, next_undo
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 log = logging.getLogger("pipeline.notifications")
 
@@ -58,6 +62,11 @@ def money_sentence(final: OrderStatus, payments: list[PaymentRow]) -> str:
 
 def notify(store: Store, order_id: str, record: Record = unrecorded) -> StepResult:
     """End the order and tell the customer, once the ledger shows its money settled."""
+    with store.engine.begin() as conn:  # the common case first: shipped, so it completes
+        row = store.claim(conn, order_id, OrderStatus.COMPLETED, expected=OrderStatus.SHIPPED)
+        if row is not None:
+            payments = store.payment_entries(order_id, conn=conn)
+            return _tell(store, conn, row, payments, record)
     state = store.order_state(order_id)
     if state.status is OrderStatus.NEEDS_ATTENTION and store.resume_compensation(order_id):
         state = store.order_state(order_id)
@@ -74,7 +83,6 @@ def notify(store: Store, order_id: str, record: Record = unrecorded) -> StepResu
         final = state.outcome
     else:
         return StepResult.stop(None, repeated=True, detail=f"order is {status}: nothing to tell")
-    template, text = TEMPLATES[final]
     with store.engine.begin() as conn:
         payments = store.payment_entries(order_id, conn=conn)
         ledger = tuple((p.kind, str(p.amount)) for p in payments)
@@ -83,14 +91,22 @@ def notify(store: Store, order_id: str, record: Record = unrecorded) -> StepResu
             return StepResult.stop(None, repeated=True, detail="money not settled yet")
         # The status first: if another delivery moved the order meanwhile, nothing
         # is sent and this transaction writes nothing.
-        if not store.transition(order_id, final, expected=[status], conn=conn):
+        row = store.claim(conn, order_id, final, expected=status)
+        if row is None:
             return StepResult.stop(None, repeated=True, detail="order moved on meanwhile")
-        row = store.order(order_id, conn=conn)
-        body = " ".join((text.format(id=order_id,
-                                     reasons="; ".join(row.reasons) or "n/a"),
-                         money_sentence(final, payments)))
-        for channel, recipient in channels(row.document.get("contact", {})):
-            if store.record_notification(conn, order_id=order_id, template=template,
-                                         channel=channel, recipient=recipient, body=body):
-                log.info("notified order %s via %s (%s)", order_id, channel, template)
-        return record(conn, StepResult.go(f"{template} sent; order {final}", next_sent=True))
+        return _tell(store, conn, row, payments, record)
+
+
+def _tell(store: Store, conn: Connection, row: OrderRow, payments: list[PaymentRow],
+          record: Record) -> StepResult:
+    """Write the notification of an order that has just ended (`row`, as ended), in
+    the transaction that ended it."""
+    final = row.status
+    template, text = TEMPLATES[final]
+    body = " ".join((text.format(id=row.id, reasons="; ".join(row.reasons) or "n/a"),
+                     money_sentence(final, payments)))
+    for channel, recipient in channels(row.document.get("contact", {})):
+        if store.record_notification(conn, order_id=row.id, template=template,
+                                     channel=channel, recipient=recipient, body=body):
+            log.info("notified order %s via %s (%s)", row.id, channel, template)
+    return record(conn, StepResult.go(f"{template} sent; order {final}", next_sent=True))

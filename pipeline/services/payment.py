@@ -38,17 +38,22 @@ class Authorized:
 
 def authorize(store: Store, gateway: GuardedGateway, order_id: str,
               record: Record = unrecorded) -> Authorized:
-    """Claim the order (AUTHORIZING), ask the gateway, then in one transaction record
-    the answer and either send every line for reservation (RESERVING) or compensate."""
-    row = store.order(order_id)
-    status = row.status
-    if status is S.VALIDATED:
-        if not store.transition(order_id, S.AUTHORIZING, expected=[S.VALIDATED]):
+    """Claim the order (AUTHORIZING) and read its lines, ask the gateway, then in one
+    transaction record the answer and either send every line for reservation
+    (RESERVING) or compensate."""
+    claimed = store.claim_with_lines(order_id, S.AUTHORIZING, expected=S.VALIDATED)
+    if claimed is not None:
+        row, lines = claimed.order, claimed.lines
+    else:  # not VALIDATED: a redelivery carries on (AUTHORIZING); anything else is over
+        row = store.order(order_id)
+        status = row.status
+        if status is S.VALIDATED:
             return authorize(store, gateway, order_id, record)  # moved meanwhile: look again
-    elif status is not S.AUTHORIZING:  # AUTHORIZING: a redelivery carries on
-        if reached(status, S.RESERVING):
-            return Authorized(StepResult.go("already authorized", repeated=True))
-        return Authorized(StepResult.stop(None, repeated=True, detail=f"order is {status}"))
+        if status is not S.AUTHORIZING:
+            if reached(status, S.RESERVING):
+                return Authorized(StepResult.go("already authorized", repeated=True))
+            return Authorized(StepResult.stop(None, repeated=True, detail=f"order is {status}"))
+        lines = store.lines(order_id)
     amount = row.total_amount
     currency = row.currency
     key = payment_key(order_id, "authorize")
@@ -65,7 +70,7 @@ def authorize(store: Store, gateway: GuardedGateway, order_id: str,
                              outcome=S.PAYMENT_DECLINED, reasons=[reason], conn=conn)
             return Authorized(record(conn, StepResult.stop(S.PAYMENT_DECLINED, (reason,))))
         updates = tuple(StockUpdate(order_id, line.sku, line.quantity, StockOp.RESERVE)
-                        for line in store.lines(order_id))
+                        for line in lines)
         if store.transition(order_id, S.RESERVING, expected=[S.AUTHORIZING], conn=conn,
                             unless_cancel_requested=True):
             store.record_published(updates, conn)
@@ -81,9 +86,12 @@ def authorize(store: Store, gateway: GuardedGateway, order_id: str,
                                                        detail="order moved on meanwhile")))
 
 
-def capture(store: Store, gateway: GuardedGateway, order_id: str) -> str:
-    """Capture the authorized amount once; returns the capture reference."""
-    entries = {e.kind: e for e in store.payment_entries(order_id)}
+def capture(store: Store, gateway: GuardedGateway, order_id: str,
+            ledger: list[PaymentRow] | None = None) -> str:
+    """Capture the authorized amount once; returns the capture reference. `ledger`:
+    the order's payment entries, when the caller has just read them."""
+    entries = {e.kind: e for e in (store.payment_entries(order_id) if ledger is None
+                                   else ledger)}
     if "capture" in entries:
         return entries["capture"].reference
     auth = entries.get("authorize")

@@ -28,17 +28,20 @@ S = OrderStatus
 
 def ship(store: Store, gateway: GuardedGateway, carrier: SimulatedCarrier,
          order_id: str, record: Record = unrecorded) -> StepResult:
-    row = store.order(order_id)
-    status = row.status
-    if status is S.RESERVED:
-        if not store.transition(order_id, S.SHIPPING, expected=[S.RESERVED]):
+    claimed = store.claim_with_lines(order_id, S.SHIPPING, expected=S.RESERVED, payments=True)
+    if claimed is not None:
+        row, lines, ledger = claimed.order, claimed.lines, claimed.payments
+    else:  # not RESERVED: a redelivery carries on (SHIPPING); anything else is over
+        row = store.order(order_id)
+        status = row.status
+        if status is S.RESERVED:
             return ship(store, gateway, carrier, order_id, record)  # moved meanwhile
-    elif status is not S.SHIPPING:  # SHIPPING: a redelivery carries on
-        if reached(status, S.SHIPPED):
-            return StepResult.go("already shipped", repeated=True)
-        return StepResult.stop(None, repeated=True, detail=f"order is {status}")
-    capture_ref = payment.capture(store, gateway, order_id)
-    lines = store.lines(order_id)
+        if status is not S.SHIPPING:
+            if reached(status, S.SHIPPED):
+                return StepResult.go("already shipped", repeated=True)
+            return StepResult.stop(None, repeated=True, detail=f"order is {status}")
+        lines, ledger = store.lines(order_id), store.payment_entries(order_id)
+    capture_ref = payment.capture(store, gateway, order_id, ledger)
     result = carrier.create_shipment(shipment_key(order_id),
                                      row.document["shippingAddress"], len(lines))
     with store.engine.begin() as conn:

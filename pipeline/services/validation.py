@@ -10,7 +10,7 @@ from decimal import Decimal
 from pipeline.domain import Order, OrderStatus, parse_order, reached
 from pipeline.errors import InvalidOrder
 from pipeline.services.outcome import Record, StepResult, unrecorded
-from pipeline.store import ProductRow, Store
+from pipeline.store import ProductRow, Store, reading
 
 POSTCODE_RULES = {
     "US": re.compile(r"^\d{5}(-\d{4})?$"),
@@ -73,18 +73,19 @@ def business_problems(order: Order, catalog: Mapping[str, ProductRow],
 def validate(store: Store, order_id: str, rules: Rules,
              record: Record = unrecorded) -> StepResult:
     """Check a RECEIVED order; VALIDATED, or COMPENSATING towards REJECTED."""
-    row = store.order(order_id)
-    status = row.status
-    if status is not OrderStatus.RECEIVED:
-        if reached(status, OrderStatus.VALIDATED):
-            return StepResult.go("already validated", repeated=True)
-        return StepResult.stop(None, repeated=True, detail=f"order is {status}")
-    try:
-        order = parse_order(row.document)
-        problems = business_problems(order, store.catalog(i.product_id for i in order.items),
-                                     rules)
-    except InvalidOrder as error:  # stored before a schema change, say
-        problems = error.problems
+    with reading(store.engine) as snapshot:  # the order and its products, one read
+        row = store.order(order_id, conn=snapshot)
+        status = row.status
+        if status is not OrderStatus.RECEIVED:
+            if reached(status, OrderStatus.VALIDATED):
+                return StepResult.go("already validated", repeated=True)
+            return StepResult.stop(None, repeated=True, detail=f"order is {status}")
+        try:
+            order = parse_order(row.document)
+            catalog = store.catalog((i.product_id for i in order.items), conn=snapshot)
+            problems = business_problems(order, catalog, rules)
+        except InvalidOrder as error:  # stored before a schema change, say
+            problems = error.problems
     with store.engine.begin() as conn:
         if problems:
             moved = store.transition(order_id, OrderStatus.COMPENSATING,

@@ -27,7 +27,8 @@ from sqlalchemy.exc import IntegrityError
 
 from pipeline.store import schema as t
 
-__all__ = ["insert_into", "insert_once", "transition"]  # and the reads below, used by the store
+# and the reads below, used by the store
+__all__ = ["insert_all_once", "insert_into", "insert_once", "transition"]
 
 
 @cache
@@ -37,12 +38,13 @@ def insert_into(table: Table) -> Insert:
 
 
 @cache
-def _insert_or_skip(table: Table, dialect: str) -> Insert:
+def _insert_or_skip(table: Table, dialect: str, *, returning: bool = True) -> Insert:
     from sqlalchemy.dialects import postgresql, sqlite
 
     on = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    skip = on.on_conflict_do_nothing()
     # RETURNING, not rowcount: SQLAlchemy reports -1 for an INSERT on psycopg
-    return on.on_conflict_do_nothing().returning(*table.primary_key.columns)
+    return skip.returning(*table.primary_key.columns) if returning else skip
 
 
 def insert_once(conn: Connection, table: Table, values: dict[str, Any]) -> bool:
@@ -62,13 +64,26 @@ def insert_once(conn: Connection, table: Table, values: dict[str, Any]) -> bool:
         return False
 
 
+def insert_all_once(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """`insert_once` for several rows in one statement (an executemany); which of them
+    existed already is not reported."""
+    dialect = conn.dialect.name
+    if dialect not in ("sqlite", "postgresql"):
+        for row in rows:
+            insert_once(conn, table, row)
+    elif rows:
+        conn.execute(_insert_or_skip(table, dialect, returning=False), rows)
+
+
 @cache
 def transition(allowed: tuple[str, ...], *, outcome: bool, reasons: bool, terminal: bool,
-               compensating_from: bool, unless_cancel_requested: bool) -> Update:
+               compensating_from: bool, unless_cancel_requested: bool,
+               returning: bool = False) -> Update:
     """The compare-and-set that moves an order, for one shape of change.
 
     Parameters: order_id, to, at, and (when the shape has them) new_outcome and
-    new_reasons (bound names must differ from the table's column names)."""
+    new_reasons (bound names must differ from the table's column names).
+    `returning`: the moved row comes back (a claim reads the order it took)."""
     c = t.orders.c
     values: dict[str, Any] = {"status": bindparam("to", type_=c.status.type),
                               "updated_at": bindparam("at", type_=c.updated_at.type)}
@@ -83,7 +98,8 @@ def transition(allowed: tuple[str, ...], *, outcome: bool, reasons: bool, termin
     conditions = [c.id == bindparam("order_id"), c.status.in_(allowed)]
     if unless_cancel_requested:
         conditions.append(c.cancel_requested.is_(None))
-    return update(t.orders).where(*conditions).values(values)
+    moved = update(t.orders).where(*conditions).values(values)
+    return moved.returning(*t.orders.c) if returning else moved
 
 
 # The reads every step runs (bound parameter: order_id).
@@ -106,3 +122,4 @@ PAYMENTS = select(t.payments).where(t.payments.c.order_id == ORDER).order_by(t.p
 BREAKER = select(t.circuit_breakers).where(t.circuit_breakers.c.name == bindparam("name"))
 ORDER_LINES = select(t.order_lines).where(t.order_lines.c.order_id == ORDER).order_by(
     t.order_lines.c.sku)
+CATALOG = select(t.products).where(t.products.c.sku.in_(bindparam("skus", expanding=True)))

@@ -11,19 +11,21 @@ import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy import Connection, Engine, RowMapping, Update, func, select, update
 
 from pipeline.domain import IN_PROGRESS, WINDING_DOWN, Order, OrderStatus, can_transition
 from pipeline.errors import OrderConflict, OrderNotFound
 from pipeline.store import outbox, prepared
 from pipeline.store import schema as t
+from pipeline.store.catalog import Catalog
 from pipeline.store.clock import aware_or_none, now
 from pipeline.store.coordination import Coordination
 from pipeline.store.db import reading
 from pipeline.store.prepared import insert_once
 from pipeline.store.rows import (
+    Claim,
     LineRow,
     NotificationRow,
     OrderRow,
@@ -40,7 +42,55 @@ def document_hash(document: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
 
-class Store(StockLedger, Coordination):
+class _Change(NamedTuple):
+    """One compare-and-set of an order's status, with the event that announces it."""
+
+    stmt: Update
+    params: dict[str, Any]
+    order_id: str
+    to: OrderStatus
+    outcome: OrderStatus | None
+    reasons: list[str] | None
+
+    @classmethod
+    def of(cls, order_id: str, to: OrderStatus, expected: Iterable[OrderStatus], *,
+           outcome: OrderStatus | None = None, reasons: Sequence[str] | None = None,
+           unless_cancel_requested: bool = False, returning: bool = False) -> _Change:
+        expected = list(expected)
+        allowed = [s.value for s in expected if can_transition(s, to)]
+        if not allowed:
+            raise ValueError(f"no transition to {to} from {expected}")
+        params: dict[str, Any] = {"order_id": order_id, "to": to.value, "at": now()}
+        if outcome is not None:
+            params["new_outcome"] = outcome.value
+        bounded = None if reasons is None else outbox.bounded_reasons(reasons)
+        if bounded is not None:
+            params["new_reasons"] = bounded
+        stmt = prepared.transition(
+            tuple(allowed), outcome=outcome is not None, reasons=bounded is not None,
+            terminal=to.terminal,
+            compensating_from=to is OrderStatus.COMPENSATING and not set(expected) & WINDING_DOWN,
+            unless_cancel_requested=unless_cancel_requested, returning=returning)
+        return cls(stmt, params, order_id, to, outcome, bounded)
+
+    def moved(self, conn: Connection) -> bool:
+        return self._announce(conn, conn.execute(self.stmt, self.params).rowcount == 1)
+
+    def moved_row(self, conn: Connection) -> RowMapping | None:
+        """With `returning`: the order as moved, or None."""
+        row = conn.execute(self.stmt, self.params).mappings().first()
+        self._announce(conn, row is not None)
+        return row
+
+    def _announce(self, conn: Connection, moved: bool) -> bool:
+        if moved:  # announced with the change itself (transactional outbox)
+            outbox.status_changed(conn, self.order_id, self.to.value, terminal=self.to.terminal,
+                                  outcome=self.outcome.value if self.outcome else None,
+                                  reasons=self.reasons)
+        return moved
+
+
+class Store(StockLedger, Catalog, Coordination):
     """Orders, their timeline and ledgers, catalog and stock."""
 
     def __init__(self, engine: Engine) -> None:
@@ -147,35 +197,33 @@ class Store(StockLedger, Coordination):
         there is to undo); `unless_cancel_requested` makes the move lose to a
         cancellation recorded meanwhile.
         """
-        expected = list(expected)
-        allowed = [s.value for s in expected if can_transition(s, to)]
-        if not allowed:
-            raise ValueError(f"no transition to {to} from {expected}")
-        stamp = now()
-        params: dict[str, Any] = {"order_id": order_id, "to": to.value, "at": stamp}
-        if outcome is not None:
-            params["new_outcome"] = outcome.value
-        if reasons is not None:
-            reasons = outbox.bounded_reasons(reasons)
-            params["new_reasons"] = reasons
-        stmt = prepared.transition(
-            tuple(allowed), outcome=outcome is not None, reasons=reasons is not None,
-            terminal=to.terminal,
-            compensating_from=to is OrderStatus.COMPENSATING and not set(expected) & WINDING_DOWN,
-            unless_cancel_requested=unless_cancel_requested)
-
-        def apply(c: Connection) -> bool:
-            moved = c.execute(stmt, params).rowcount == 1
-            if moved:  # announced with the change itself (transactional outbox)
-                outbox.status_changed(c, order_id, to.value, terminal=to.terminal,
-                                      outcome=outcome.value if outcome else None,
-                                      reasons=reasons)
-            return moved
-
+        change = _Change.of(order_id, to, expected, outcome=outcome, reasons=reasons,
+                            unless_cancel_requested=unless_cancel_requested)
         if conn is not None:
-            return apply(conn)
+            return change.moved(conn)
         with self.engine.begin() as own:
-            return apply(own)
+            return change.moved(own)
+
+    def claim(self, conn: Connection, order_id: str, to: OrderStatus, *,
+              expected: OrderStatus) -> OrderRow | None:
+        """`transition` that returns the order it moved (as moved), or None: a step
+        claims its order and reads it in one statement."""
+        row = _Change.of(order_id, to, [expected], returning=True).moved_row(conn)
+        return None if row is None else OrderRow.of(row)
+
+    def claim_with_lines(self, order_id: str, to: OrderStatus, *, expected: OrderStatus,
+                         payments: bool = False) -> Claim | None:
+        """Claim the order and read its lines (and its ledger) in one transaction; None
+        when it was not in `expected` (the caller reads it to see why)."""
+        with self.engine.begin() as conn:
+            row = self.claim(conn, order_id, to, expected=expected)
+            if row is None:
+                return None
+            params = {"order_id": order_id}
+            lines = [LineRow.of(r) for r in conn.execute(prepared.ORDER_LINES, params).mappings()]
+            ledger = ([PaymentRow.of(r) for r in conn.execute(prepared.PAYMENTS, params).mappings()]
+                      if payments else [])
+        return Claim(row, lines, ledger)
 
     def resume_compensation(self, order_id: str) -> bool:
         """A compensation step runs again for an order that was waiting for attention."""

@@ -18,7 +18,7 @@ from pipeline.domain import OrderStatus
 from pipeline.store.clock import aware, aware_or_none
 
 __all__ = [
-    "ConsumerAge", "LineRow", "MovementRow", "NotificationRow", "OrderRow", "OrderSummary",
+    "Claim", "ConsumerAge", "LineRow", "MovementRow", "NotificationRow", "OrderRow", "OrderSummary",
     "PaymentRow", "ProductInFlight", "ProductRow", "ReservationRow", "ShipmentRow",
     "StepRow", "StockLevelRow", "StockUpdateRow",
 ]
@@ -300,3 +300,12 @@ class ConsumerAge:
     def as_json(self) -> dict[str, Any]:
         return {"lane": self.lane, "queue": self.queue, "host": self.host,
                 "ageSeconds": self.age_s}
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What a step that claimed its order works with, read in the claim's transaction."""
+
+    order: OrderRow  # as claimed (its new status)
+    lines: list[LineRow]
+    payments: list[PaymentRow]  # the ledger, when asked for

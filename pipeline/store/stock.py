@@ -1,4 +1,4 @@
-"""Catalog, stock and the per-product FIFO ledger.
+"""Stock and the per-product FIFO ledger.
 
 Every stock update that travels through inventory.fifo is recorded twice:
 a `stock_updates` row written when it is published (so what is in flight per
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import NamedTuple
 
 from sqlalchemy import BindParameter, Connection, Engine, bindparam, func, insert, select, update
@@ -23,14 +22,7 @@ from pipeline.store import outbox, prepared
 from pipeline.store import schema as t
 from pipeline.store.clock import aware, now
 from pipeline.store.db import reading
-from pipeline.store.rows import (
-    MovementRow,
-    ProductInFlight,
-    ProductRow,
-    ReservationRow,
-    StockLevelRow,
-    StockUpdateRow,
-)
+from pipeline.store.rows import ProductInFlight, ReservationRow, StockUpdateRow
 
 # Called inside a line's transaction with the line's resulting state: the step
 # writes its timeline row there (pipeline.services.outcome.Record).
@@ -50,76 +42,53 @@ _LINE_STATE = select(t.reservations.c.state).where(
 _TAKE = update(t.stock).where(
     t.stock.c.sku == bindparam("product"), t.stock.c.available >= bindparam("quantity"),
 ).values(available=t.stock.c.available - bindparam("quantity"),
-         reserved=t.stock.c.reserved + bindparam("quantity"))
-_RESERVED_LINES = select(t.reservations.c.sku, t.reservations.c.quantity).where(
-    t.reservations.c.order_id == bindparam("order_id"), t.reservations.c.state == "RESERVED")
-_SHIP_LINE = update(t.reservations).where(
-    t.reservations.c.order_id == bindparam("order"), t.reservations.c.sku == bindparam("product"),
-).values(state="SHIPPED", updated_at=bindparam("at"))
+         reserved=t.stock.c.reserved + bindparam("quantity")).returning(t.stock.c.available)
+_SHIP_LINES = update(t.reservations).where(
+    t.reservations.c.order_id == bindparam("order"), t.reservations.c.state == "RESERVED",
+).values(state="SHIPPED", updated_at=bindparam("at")).returning(
+    t.reservations.c.sku, t.reservations.c.quantity)
 _SHIP_STOCK = update(t.stock).where(t.stock.c.sku == bindparam("product")).values(
     reserved=t.stock.c.reserved - bindparam("quantity"),
     shipped=t.stock.c.shipped + bindparam("quantity"))
 _AVAILABLE = select(t.stock.c.available).where(t.stock.c.sku == bindparam("product"))
+# What applying a line update is checked against, in one statement: the order's
+# status and priority, the quantity of its line for the product (NULL: no such
+# line), and whether this update was applied before.
+_LINE_CHECK = select(
+    t.orders.c.status, t.orders.c.priority, t.order_lines.c.quantity,
+    t.stock_updates.c.applied_at,
+).select_from(
+    t.orders.outerjoin(t.order_lines, (t.order_lines.c.order_id == t.orders.c.id)
+                       & (t.order_lines.c.sku == bindparam("sku")))
+    .outerjoin(t.stock_updates, t.stock_updates.c.update_id == bindparam("update_id"))
+).where(t.orders.c.id == bindparam("order_id"))
+# The order's status and every line of it with its reservation's state (NULL: not
+# decided yet).
+_LINE_DECISIONS = select(t.orders.c.status, t.order_lines.c.sku, t.order_lines.c.quantity,
+                         t.reservations.c.state).select_from(
+    t.orders.join(t.order_lines, t.order_lines.c.order_id == t.orders.c.id)
+    .outerjoin(t.reservations, (t.reservations.c.order_id == t.order_lines.c.order_id)
+               & (t.reservations.c.sku == t.order_lines.c.sku))
+).where(t.orders.c.id == bindparam("order_id")).order_by(t.order_lines.c.sku)
+_LOCK_ORDER = select(t.orders.c.id).where(
+    t.orders.c.id == bindparam("order_id")).with_for_update()
+
+
+class LineDecisions(NamedTuple):
+    status: OrderStatus
+    lines: tuple[tuple[str, int], ...]  # (product id, quantity), by product
+    states: dict[str, str]  # product id -> reservation state, for the decided lines
 
 
 class LineCheck(NamedTuple):
     status: OrderStatus
-    lines: dict[str, int]  # product id -> quantity
+    quantity: int | None  # of the order's line for the product (None: no such line)
     applied: bool  # the update was applied before (this delivery repeats it)
+    vip: bool
 
 
 class StockLedger:
     engine: Engine
-
-    # --------------------------------------------------------------- catalog
-    def set_stock(self, sku: str, quantity: int, *, price: Decimal | None = None,
-                  name: str | None = None, currency: str = "USD") -> dict[str, int]:
-        """Set a product's available stock (adding the product when unknown).
-
-        An administrative correction, applied at once; deliveries that must
-        keep their place behind reservations go through `restock` instead.
-        """
-        if quantity < 0:
-            raise ValueError("stock quantity must be >= 0")
-        with self.engine.begin() as conn:
-            product = conn.execute(select(t.products).where(t.products.c.sku == sku)).first()
-            if product is None:
-                if price is None:
-                    raise ValueError(f"{sku} is not in the catalog yet: give it a --price")
-                conn.execute(insert(t.products).values(
-                    sku=sku, name=name or sku, price=price, currency=currency))
-                conn.execute(insert(t.stock).values(sku=sku, available=0, reserved=0, shipped=0))
-            elif price is not None:
-                conn.execute(update(t.products).where(t.products.c.sku == sku).values(price=price))
-            current = conn.execute(select(t.stock.c.available).where(t.stock.c.sku == sku)
-                                   ).scalar_one()
-            delta = quantity - current
-            if delta:
-                conn.execute(update(t.stock).where(t.stock.c.sku == sku)
-                             .values(available=t.stock.c.available + delta))
-                conn.execute(insert(t.stock_movements).values(
-                    sku=sku, kind="adjust", delta_available=delta, delta_reserved=0,
-                    delta_shipped=0, applied_at=now()))
-            row = conn.execute(select(t.stock).where(t.stock.c.sku == sku)).mappings().one()
-        return {k: row[k] for k in ("available", "reserved", "shipped")}
-
-    def catalog(self, skus: Iterable[str]) -> dict[str, ProductRow]:
-        with reading(self.engine) as conn:
-            rows = conn.execute(select(t.products).where(t.products.c.sku.in_(list(skus))))
-            return {r["sku"]: ProductRow.of(r) for r in rows.mappings()}
-
-    def stock_levels(self) -> list[StockLevelRow]:
-        query = (select(t.products.c.sku, t.products.c.price, t.stock.c.available,
-                        t.stock.c.reserved, t.stock.c.shipped)
-                 .join(t.stock, t.stock.c.sku == t.products.c.sku).order_by(t.products.c.sku))
-        with reading(self.engine) as conn:
-            return [StockLevelRow.of(r) for r in conn.execute(query).mappings()]
-
-    def stock_history(self, sku: str) -> list[MovementRow]:
-        with reading(self.engine) as conn:
-            rows = conn.execute(select(t.stock_movements).where(t.stock_movements.c.sku == sku)
-                                .order_by(t.stock_movements.c.id)).mappings().all()
-        return [MovementRow.of(r) for r in rows]
 
     # ------------------------------------------------------ FIFO update ledger
     def record_published(self, updates: Iterable[StockUpdate],
@@ -134,10 +103,9 @@ class StockLedger:
                 self.record_published(updates, own)
             return
         stamp = now()
-        for u in updates:
-            prepared.insert_once(conn, t.stock_updates, {
-                "update_id": u.update_id, "sku": u.sku, "op": u.op.value, "ref": u.ref,
-                "quantity": u.quantity, "published_at": stamp})
+        prepared.insert_all_once(conn, t.stock_updates, [
+            {"update_id": u.update_id, "sku": u.sku, "op": u.op.value, "ref": u.ref,
+             "quantity": u.quantity, "published_at": stamp} for u in updates])
 
     def stock_update(self, update_id: str) -> StockUpdateRow | None:
         with reading(self.engine) as conn:
@@ -166,15 +134,39 @@ class StockLedger:
             raise OrderNotFound(f"no order with id {order_id!r}")
         return OrderStatus(status)
 
-    def line_check(self, order_id: str, update_id: str) -> LineCheck:
+    def line_check(self, order_id: str, sku: str, update_id: str) -> LineCheck:
         """What applying one of an order's stock updates is checked against, in one
-        read: the order's status, its lines, and whether the update was applied."""
-        params = {"order_id": order_id}
+        statement: the order's status, its line for `sku`, whether the update was
+        applied."""
         with reading(self.engine) as conn:
-            status = self._status_in(conn, order_id)
-            lines = conn.execute(prepared.STATE_LINES, params).all()
-            applied = self._applied(conn, update_id)
-        return LineCheck(status, {sku: int(q) for sku, q in lines}, applied)
+            row = conn.execute(_LINE_CHECK, {"order_id": order_id, "sku": sku,
+                                             "update_id": update_id}).first()
+        if row is None:
+            raise OrderNotFound(f"no order with id {order_id!r}")
+        return LineCheck(OrderStatus(row.status),
+                         None if row.quantity is None else int(row.quantity),
+                         row.applied_at is not None, row.priority == "vip")
+
+    @staticmethod
+    def line_decisions(conn: Connection, order_id: str) -> LineDecisions | None:
+        """Inside a line's transaction: the order's status and every line of it with
+        its reservation's state (None: undecided); None for an order without lines.
+
+        On PostgreSQL the order's row is locked first, in a statement of its own: of
+        two lines of one order decided at once, the later then reads after the
+        earlier committed (a lock taken by the reading statement itself would not
+        do: READ COMMITTED re-reads only the locked row after the wait, the joined
+        reservations stay as of before it). On SQLite, BEGIN IMMEDIATE has
+        serialized the two transactions already."""
+        params = {"order_id": order_id}
+        if conn.dialect.name == "postgresql":
+            conn.execute(_LOCK_ORDER, params)
+        rows = conn.execute(_LINE_DECISIONS, params).all()
+        if not rows:
+            return None
+        return LineDecisions(OrderStatus(rows[0].status),
+                             tuple((r.sku, int(r.quantity)) for r in rows),
+                             {r.sku: r.state for r in rows if r.state is not None})
 
     def mark_dead_lettered(self, update_id: str, *, result: str = "DEAD_LETTERED") -> None:
         """An update that will not be applied (dead-lettered or revoked) is no
@@ -244,8 +236,9 @@ class StockLedger:
                 if within is not None:
                     within(conn, str(state))
                 return str(state)
-            taken = not refuse and conn.execute(
-                _TAKE, {"product": sku, "quantity": quantity}).rowcount == 1
+            left = None if refuse else conn.execute(
+                _TAKE, {"product": sku, "quantity": quantity}).scalar_one_or_none()
+            taken = left is not None
             state = "RESERVED" if taken else "REJECTED"
             conn.execute(prepared.insert_into(t.reservations), {
                 "order_id": order_id, "sku": sku, "quantity": quantity, "state": state,
@@ -258,17 +251,21 @@ class StockLedger:
                 "order_id": order_id, "sqs_sequence": sequence, "applied_at": stamp})
             self._mark_applied(conn, u, sequence=sequence, result=state, stamp=stamp)
             if not refuse:
-                self._alert_on_stock(conn, sku, order_id, quantity, taken, low_stock_below)
+                self._alert_on_stock(conn, sku, order_id, quantity, left, low_stock_below)
             if within is not None:
                 within(conn, state)
         return state
 
     @staticmethod
     def _alert_on_stock(conn: Connection, sku: str, order_id: str, quantity: int,
-                        taken: bool, low_stock_below: int) -> None:
-        """Out of stock on a refusal; low stock when this reservation crossed the line."""
-        available = int(conn.execute(_AVAILABLE, {"product": sku}).scalar_one_or_none() or 0)
-        if not taken:
+                        left: int | None, low_stock_below: int) -> None:
+        """Out of stock on a refusal (`left` None); low stock when this reservation
+        crossed the line (`left`: what it left available)."""
+        if left is None:
+            available = int(conn.execute(_AVAILABLE, {"product": sku}).scalar_one_or_none() or 0)
+        else:
+            available = left
+        if left is None:
             outbox.stock_alert(conn, "out_of_stock", sku, available=available,
                                order_id=order_id)
         elif available < low_stock_below <= available + quantity:
@@ -356,12 +353,15 @@ class StockLedger:
             return [ReservationRow.of(r) for r in rows.mappings()]
 
     def ship_lines(self, conn: Connection, order_id: str) -> None:
-        """Move every reserved line of an order to shipped (inside the caller's transaction)."""
-        rows = conn.execute(_RESERVED_LINES, {"order_id": order_id}).all()
+        """Move every reserved line of an order to shipped (inside the caller's transaction):
+        three statements whatever the number of lines."""
         stamp = now()
-        for sku, quantity in rows:
-            conn.execute(_SHIP_LINE, {"order": order_id, "product": sku, "at": stamp})
-            conn.execute(_SHIP_STOCK, {"product": sku, "quantity": quantity})
-            conn.execute(prepared.insert_into(t.stock_movements), {
-                "sku": sku, "kind": "ship", "delta_available": 0, "delta_reserved": -quantity,
-                "delta_shipped": quantity, "order_id": order_id, "applied_at": stamp})
+        # Stock rows in product order: two transactions never wait on each other's rows.
+        shipped = sorted(conn.execute(_SHIP_LINES, {"order": order_id, "at": stamp}).all())
+        if not shipped:
+            return
+        conn.execute(_SHIP_STOCK, [{"product": sku, "quantity": q} for sku, q in shipped])
+        conn.execute(prepared.insert_into(t.stock_movements), [
+            {"sku": sku, "kind": "ship", "delta_available": 0, "delta_reserved": -quantity,
+             "delta_shipped": quantity, "order_id": order_id, "applied_at": stamp}
+            for sku, quantity in shipped])

@@ -21,6 +21,8 @@ from pipeline.inmemory import InMemoryPipeline
 from pipeline.ops.reconcile import NEXT_STEPS, reconcile
 from pipeline.services.simulators import Faults
 from pipeline.store import Store, create_db_engine, create_schema
+from pipeline.testing import postgres_database, postgres_reachable
+from tests.fixtures import POSTGRES_ADMIN_URL
 
 ADDRESS = {"line1": "1 Main St", "city": "Springfield", "state": "IL", "postalCode": "62701",
            "country": "US"}
@@ -84,3 +86,22 @@ def store(template_db: Path, tmp_path: Path) -> Iterator[Store]:
 @pytest.fixture
 def harness(store: Store) -> Harness:
     return Harness(store)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        store = Store(create_db_engine(f"sqlite:///{tmp_path / 'db.sqlite'}"))
+        create_schema(store.engine)
+        yield store
+        store.engine.dispose()
+        return
+    why = postgres_reachable(POSTGRES_ADMIN_URL)
+    if why:
+        pytest.skip(f"PostgreSQL not reachable ({why})")
+    with postgres_database(POSTGRES_ADMIN_URL) as url:
+        store = Store(create_db_engine(url))
+        create_schema(store.engine)
+        yield store
+        store.engine.dispose()
+

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -28,32 +26,10 @@ from pipeline.store import (
     StepRow,
     StockLevelRow,
     Store,
-    create_db_engine,
-    create_schema,
 )
-from pipeline.testing import postgres_database, postgres_reachable
-from tests.fixtures import POSTGRES_ADMIN_URL
 from tests.middle.conftest import ADDRESS
 
 PAIRS = 40
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        store = Store(create_db_engine(f"sqlite:///{tmp_path / 'db.sqlite'}"))
-        create_schema(store.engine)
-        yield store
-        store.engine.dispose()
-        return
-    why = postgres_reachable(POSTGRES_ADMIN_URL)
-    if why:
-        pytest.skip(f"PostgreSQL not reachable ({why})")
-    with postgres_database(POSTGRES_ADMIN_URL) as url:
-        store = Store(create_db_engine(url))
-        create_schema(store.engine)
-        yield store
-        store.engine.dispose()
 
 
 def document(order_id: str, quantity: int) -> dict[str, object]:

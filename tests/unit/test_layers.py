@@ -14,7 +14,7 @@ MAX_LINES = 400
 # Business logic runs the same in a worker, the model test and the reconciler.
 PURE = ("pipeline.domain", "pipeline.keys", "pipeline.workflow", "pipeline.retry",
         "pipeline.breaker_state", "pipeline.errors", "pipeline.services", "pipeline.store",
-        "pipeline.steps")
+        "pipeline.arguments", "pipeline.steps")
 MESSAGING = ("celery", "kombu", "boto3", "botocore")
 WORKER_SIDE = ("tasks", "pipeline.app", "pipeline.dispatch", "pipeline.sqs", "pipeline.worker",
                "pipeline.cli", "pipeline.dev", "pipeline.ops", "pipeline.monitoring")
