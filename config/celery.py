@@ -71,7 +71,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "connect_timeout": settings.connect_timeout_s,
             # must outlast a long poll
             "read_timeout": settings.wait_time_seconds + 10,
-            "retries": {"max_attempts": 3, "mode": "standard"},
+            # 3 retries; given as total attempts, which botocore takes as it is (it
+            # rewrites a `max_attempts` in place, in this shared dict).
+            "retries": {"total_max_attempts": 4, "mode": "standard"},
             "user_agent": AWS_USER_AGENT,
         },
     }

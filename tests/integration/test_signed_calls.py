@@ -4,6 +4,7 @@ deletes by hand, and `PIPELINE_SQS_SIGNED_CALLS=false` leaves botocore alone."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -75,3 +76,31 @@ def test_switched_off_the_channel_hands_out_botocore(conn: Connection) -> None:
     assert sorted(bodies) == ["0", "1", "2"]
     assert not isinstance(channel.sqs(), SignedCalls)
     assert type(channel.sqs()).__name__ == "SQS"  # botocore's generated client class
+
+
+@pytest.mark.parametrize("conn", [False], indirect=True)
+def test_channels_of_a_process_share_one_botocore_client(conn: Connection) -> None:
+    """A threads lane opens a channel per thread; each used to build its own client,
+    which parses botocore's models again. A forked child builds its own (a pool
+    process must not share its parent's sockets)."""
+    first, second = conn.channel(), conn.channel()
+    try:
+        assert first.sqs() is second.sqs()
+        assert first is not second
+        read, write = os.pipe()
+        child = os.fork()
+        if child == 0:  # the child: a channel of its own, and is its client the parent's?
+            try:
+                with conn.clone() as mine:
+                    shared = mine.channel().sqs() is first.sqs()
+                os.write(write, b"shared" if shared else b"own")
+            finally:
+                os._exit(0)
+        os.close(write)
+        answer = os.read(read, 16)
+        os.close(read)
+        os.waitpid(child, 0)
+        assert answer == b"own"
+    finally:
+        first.close()
+        second.close()
