@@ -29,9 +29,6 @@ import boto3
 import kombu
 from botocore.exceptions import (
     ClientError,
-    ConnectionClosedError,
-    EndpointConnectionError,
-    ReadTimeoutError,
 )
 from kombu.transport import SQS, virtual
 from vine import promise
@@ -39,6 +36,7 @@ from vine import promise
 from config.celery import SIGNED_CALLS_OPTION
 from pipeline.errors import FifoGroupMissing
 from pipeline.sqs import batching, liveness, prefetch, signed
+from pipeline.sqs.acks import ACK_BATCH_WINDOW_S, BatchedAcks
 from pipeline.sqs.broadcast import BroadcastChannel
 from pipeline.sqs.eventloop import run_soon
 from pipeline.worker import intake
@@ -53,14 +51,7 @@ if not kombu.__version__.startswith(KOMBU_SERIES):
 __all__ = ["Channel", "Transport"]
 
 log = logging.getLogger("pipeline.sqs")
-ACK_RETRY_S = 15.0
-ACK_RETRY_PAUSE_S = 0.5
-# Deletes of acked messages wait this long to go out together. Nothing waits on
-# them: the prefetch slot is freed at once and the next step was published before
-# the ack; a crash in the window only means a redelivery, which steps absorb.
-ACK_BATCH_WINDOW_S = 0.1
 RECEIVE_FAILURE_PAUSE_S = 1.0
-FILL_RECHECK_S = 0.01  # waiting for free prefetch slots, without a polling interval
 
 
 # botocore clients by process and settings: kombu builds one per channel, and each
@@ -71,13 +62,14 @@ _clients: dict[tuple[Any, ...], Any] = {}
 _clients_lock = threading.Lock()
 
 
-class Channel(BroadcastChannel):
+class Channel(BatchedAcks, BroadcastChannel):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # by "is FIFO": queue URL -> (queue name, receipts) of acks not yet deleted
-        self._acks: dict[bool, dict[str, tuple[str | None, list[str]]]] = {True: {}, False: {}}
-        self._ack_flush_scheduled: set[bool] = set()
-        self._ack_lock = threading.Lock()
+        self._init_acks()
         self._putting = threading.local()  # .new: this thread is putting a new message
+        # Queues whose next receive waits for free prefetch slots, with the timer
+        # that ends the wait (pipeline.sqs.prefetch); touched on the loop's thread only.
+        self._awaiting_slots: dict[str, Any] = {}
+        self._slot_check_scheduled = False
         super().__init__(*args, **kwargs)
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
@@ -250,11 +242,37 @@ class Channel(BroadcastChannel):
                 hub.call_later(gate.recheck_s, self._schedule_queue, queue)
                 return
             if not queue.endswith(".fifo") and not self._worth_polling(queue):
-                # pipeline.sqs.prefetch: the pool has work; let a receive fill up
-                hub.call_later(self.connection.polling_interval or FILL_RECHECK_S,
-                               self._schedule_queue, queue)
+                # pipeline.sqs.prefetch: the pool has work; the receive waits until acks
+                # free enough slots (`_slots_freed`), MAX_FILL_WAIT_S at most. (It used
+                # to re-check every 10 ms: 20 % of a busy orders lane's loop CPU.)
+                if queue not in self._awaiting_slots:
+                    self._awaiting_slots[queue] = hub.call_later(
+                        prefetch.MAX_FILL_WAIT_S, self._fill_waited, queue)
                 return
         super()._schedule_queue(queue)
+
+    def _fill_waited(self, queue: str) -> None:
+        if self._awaiting_slots.pop(queue, None) is not None:
+            self._schedule_queue(queue)  # its last receive is MAX_FILL_WAIT_S old: it polls
+
+    def _slots_freed(self) -> None:
+        """An ack or a reject freed a prefetch slot (on any thread): a waiting receive
+        may go now. One check per loop turn, however many acks came."""
+        hub = getattr(self, "hub", None)
+        if self._awaiting_slots and hub is not None and not self._slot_check_scheduled:
+            self._slot_check_scheduled = True
+            run_soon(hub, self._poll_filled)
+
+    def _poll_filled(self) -> None:
+        self._slot_check_scheduled = False
+        for queue in list(self._awaiting_slots):
+            if self._worth_polling(queue):
+                self._awaiting_slots.pop(queue).cancel()
+                self._schedule_queue(queue)
+
+    def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        super().basic_reject(delivery_tag, requeue)
+        self._slots_freed()
 
     def _worth_polling(self, queue: str) -> bool:
         qos = self.qos
@@ -274,7 +292,6 @@ class Channel(BroadcastChannel):
             return
         super()._loop1(queue, messages_fetched)
 
-    # --- acks: one DeleteMessageBatch per event-loop turn --------------------
     def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
         """Queue the delete; the acks of a short window go out in one batch.
 
@@ -310,47 +327,7 @@ class Channel(BroadcastChannel):
             else:
                 run_soon(hub, hub.call_later, ACK_BATCH_WINDOW_S, self._flush_acks_of, False)
         virtual.Channel.basic_ack(self, delivery_tag, multiple)
-
-    def flush_acks(self) -> None:
-        for fifo in (True, False):
-            self._flush_acks_of(fifo)
-
-    def _flush_acks_of(self, fifo: bool) -> None:
-        with self._ack_lock:
-            pending, self._acks[fifo] = self._acks[fifo], {}
-            self._ack_flush_scheduled.discard(fifo)
-        for url, (queue, receipts) in pending.items():
-            for start in range(0, len(receipts), 10):
-                self._delete_batch(url, queue, receipts[start:start + 10])
-
-    def _delete_batch(self, url: str, queue: str | None, receipts: list[str],
-                      deadline: float | None = None) -> None:
-        """Delete acked messages; a connection failure is retried for ACK_RETRY_S, on
-        a timer when there is an event loop (it must keep receiving meanwhile)."""
-        entries = [{"Id": str(n), "ReceiptHandle": r} for n, r in enumerate(receipts)]
-        deadline = time.monotonic() + ACK_RETRY_S if deadline is None else deadline
-        while True:
-            try:
-                reply = self.sqs(queue=queue).delete_message_batch(QueueUrl=url, Entries=entries)
-                for failed in reply.get("Failed", []):  # e.g. a receipt from before a restart
-                    log.warning("SQS refused to delete an acked message: %s", failed)
-                return
-            except (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError) as error:
-                if time.monotonic() > deadline:
-                    log.error("could not delete %d acked message(s) (%s); they come back after "
-                              "their visibility timeout and their steps absorb the repeat",
-                              len(entries), error)
-                    return
-                hub = getattr(self, "hub", None)
-                if hub is not None:
-                    run_soon(hub, hub.call_later, ACK_RETRY_PAUSE_S, self._delete_batch,
-                             url, queue, receipts, deadline)
-                    return
-                time.sleep(ACK_RETRY_PAUSE_S)  # no event loop here (Flower, a CLI)
-            except ClientError as error:
-                log.warning("SQS refused to delete %d acked message(s): %s", len(entries),
-                            error)
-                return
+        self._slots_freed()
 
     def close(self) -> None:
         if any(self._acks.values()):
@@ -391,7 +368,8 @@ class Channel(BroadcastChannel):
 # called (the behaviour it fixes coming back), so a missing one fails the import.
 KOMBU_OVERRIDES = ("_put", "_new_boto_client", "_prepare_json_payload", "_message_to_python",
                    "_on_messages_ready", "_schedule_queue", "_loop1", "_get_from_sqs",
-                   "basic_ack", "basic_cancel", "basic_consume", "close", "sqs")
+                   "basic_ack", "basic_cancel", "basic_consume", "basic_reject", "close",
+                   "sqs")
 if _gone := [name for name in KOMBU_OVERRIDES if not hasattr(SQS.Channel, name)]:
     raise ImportError(f"kombu's SQS Channel no longer has {', '.join(_gone)}: re-check "
                       "pipeline.sqs.transport before upgrading kombu")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
-from pipeline.sqs import transport
+from pipeline.sqs import acks, transport
 from pipeline.sqs.eventloop import run_soon
 from pipeline.sqs.transport import Channel
 
@@ -77,7 +77,7 @@ def test_a_failed_delete_on_the_event_loop_is_retried_on_a_timer_not_a_sleep(
     assert sqs.deleted == []
     # scheduled through run_soon: a zero timer that arms the retry's own timer
     ((zero, arm, (pause, retry, *args)),) = hub.later
-    assert (zero, arm, pause) == (0, hub.call_later, transport.ACK_RETRY_PAUSE_S)
+    assert (zero, arm, pause) == (0, hub.call_later, acks.ACK_RETRY_PAUSE_S)
     retry(*args)
     assert sqs.deleted == [["r1", "r2"]]
 
@@ -88,7 +88,7 @@ def test_without_an_event_loop_the_delete_waits_and_retries_in_place(
     monkeypatch.setattr(time, "sleep", pauses.append)
     sqs = FlakySQS(failures=2)
     LoopChannel(sqs, hub=None)._delete_batch("http://q/orders", "orders", ["r1"])
-    assert (sqs.deleted, pauses) == ([["r1"]], [transport.ACK_RETRY_PAUSE_S] * 2)
+    assert (sqs.deleted, pauses) == ([["r1"]], [acks.ACK_RETRY_PAUSE_S] * 2)
 
 
 class Delivered:
@@ -118,7 +118,9 @@ class AckingChannel(LoopChannel):
         self._acks: dict[bool, dict[str, Any]] = {True: {}, False: {}}
         self._ack_flush_scheduled: set[bool] = set()
         self._ack_lock = threading.Lock()
-        for name in ("basic_ack", "flush_acks", "_flush_acks_of"):
+        self._awaiting_slots: dict[str, Any] = {}  # no receive waits for slots here
+        self._slot_check_scheduled = False
+        for name in ("basic_ack", "flush_acks", "_flush_acks_of", "_slots_freed"):
             setattr(self, name, getattr(Channel, name).__get__(self))
 
     def canonical_queue_name(self, name: str) -> str:
@@ -151,7 +153,7 @@ def test_fifo_acks_of_one_loop_turn_go_out_in_one_batch_before_the_next_poll() -
     assert sqs.deleted == [["receipt-f1", "receipt-f2", "receipt-f3"]]
     # the standard ack arms its window's timer and waits for it
     ((delay, callback, args),) = hub.later
-    assert delay == transport.ACK_BATCH_WINDOW_S
+    assert delay == acks.ACK_BATCH_WINDOW_S
     callback(*args)
     assert sqs.deleted[-1] == ["receipt-s1"]
     channel.basic_ack(channel.deliver(fifo, "f4"))  # a later turn: a batch of its own

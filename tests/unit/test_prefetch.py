@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -43,16 +44,35 @@ def test_it_waits_only_while_the_pool_has_at_least_a_fill_of_work(prefetch: int,
         assert held >= fill and prefetch - held < fill
 
 
-class Hub:
-    def __init__(self) -> None:
-        self.later: list[tuple[float, Any, tuple[Any, ...]]] = []
+class Timer:
+    def __init__(self, delay: float, fn: Any, args: tuple[Any, ...]) -> None:
+        self.delay, self.fn, self.args, self.cancelled = delay, fn, args, False
 
-    def call_later(self, delay: float, fn: Any, *args: Any) -> None:
-        self.later.append((delay, fn, args))
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Hub:
+    """kombu's Hub as the channel uses it; its loop runs on this thread."""
+
+    def __init__(self) -> None:
+        self.later: list[Timer] = []
+        self._loop_thread = threading.get_ident()
+
+    def call_later(self, delay: float, fn: Any, *args: Any) -> Timer:
+        self.later.append(Timer(delay, fn, args))
+        return self.later[-1]
+
+    def run_due(self, *, up_to: float = 0.0) -> None:
+        """Fire the timers due within `up_to` seconds, as the loop would."""
+        due = [t for t in self.later if t.delay <= up_to and not t.cancelled]
+        self.later = [t for t in self.later if t not in due]
+        for timer in due:
+            timer.fn(*timer.args)
 
 
 class BusyChannel(Channel):
-    """Only what _schedule_queue reads: no connection to SQS."""
+    """Only what _schedule_queue and the acks read: no connection to SQS."""
 
     def __init__(self, held: int) -> None:  # kombu's set-up skipped
         self.hub = Hub()
@@ -60,7 +80,14 @@ class BusyChannel(Channel):
         self._qos = SimpleNamespace(_delivered=dict.fromkeys(range(held)), _dirty=set(),
                                     prefetch_count=32)
         self.connection = SimpleNamespace(polling_interval=0.01)
+        self._awaiting_slots = {}
+        self._slot_check_scheduled = False
         self.polled: list[str] = []
+
+    def ack(self, n: int) -> None:
+        """`n` acks, as basic_ack leaves them: slots freed, the channel told."""
+        self._qos._dirty.update(range(len(self._qos._dirty), len(self._qos._dirty) + n))
+        self._slots_freed()
 
 
 @pytest.fixture
@@ -73,14 +100,31 @@ def polls(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("polls")
-def test_a_busy_channel_waits_for_a_fill_then_polls() -> None:
+def test_a_busy_channel_waits_for_acks_that_free_a_fill_then_polls_at_once() -> None:
     liveness.received("shipping")  # a receive just now
     busy = BusyChannel(held=25)
     busy._schedule_queue("shipping")
+    busy._schedule_queue("shipping")  # asked again while waiting: still one wait
     assert busy.polled == []
-    assert [(delay, args) for delay, _, args in busy.hub.later] == [(0.01, ("shipping",))]
-    busy._qos._dirty.update(range(3))  # three acks: ten slots free
+    assert [(t.delay, t.args) for t in busy.hub.later] == [(MAX_FILL_WAIT_S, ("shipping",))]
+    busy.ack(2)  # 25 - 2 held: nine slots free, not a fill yet
+    busy.hub.run_due()
+    assert busy.polled == []
+    busy.ack(1)  # ten free
+    busy.hub.run_due()
+    assert busy.polled == ["shipping"]
+    assert busy.hub.later == [] or all(t.cancelled for t in busy.hub.later)
+    assert busy._awaiting_slots == {}
+
+
+@pytest.mark.usefixtures("polls")
+def test_a_wait_no_ack_ends_polls_when_its_timer_fires() -> None:
+    liveness.received("shipping")
+    busy = BusyChannel(held=30)
     busy._schedule_queue("shipping")
+    assert busy.polled == []
+    liveness._last["shipping"] = time.monotonic() - MAX_FILL_WAIT_S - 0.1  # time passes
+    busy.hub.run_due(up_to=MAX_FILL_WAIT_S)
     assert busy.polled == ["shipping"]
 
 
