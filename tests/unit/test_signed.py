@@ -306,3 +306,51 @@ def test_tls_verifies_against_botocores_bundle(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("AWS_CA_BUNDLE", "/nonexistent/bundle.pem")
     with pytest.raises(FileNotFoundError):
         SignedCalls._tls()
+
+
+@pytest.mark.parametrize(("answer", "expected"), [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", (200, b"hello", True)),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"3\r\nhel\r\n2;x=y\r\nlo\r\n0\r\nTrailer: t\r\n\r\n", (200, b"hello", True)),
+    (b"HTTP/1.1 400 Bad\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+     (400, b"{}", False)),
+    (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", (200, b"ok", False)),
+    (b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok",
+     (200, b"ok", True)),
+    (b"HTTP/1.1 200 OK\r\n\r\nuntil the end", (200, b"until the end", False)),
+])
+def test_the_bare_connection_reads_what_http_allows(answer: bytes,
+                                                    expected: tuple[int, bytes, bool]) -> None:
+    import socket
+
+    ours, theirs = socket.socketpair()
+    with theirs:
+        theirs.sendall(answer)
+        theirs.shutdown(socket.SHUT_WR)
+        conn = signed.Connection(ours)
+        try:
+            assert conn.exchange(b"POST / HTTP/1.1\r\n\r\n") == expected
+        finally:
+            conn.close()
+    assert conn.sock is None
+
+
+@pytest.mark.parametrize("answer", [
+    b"", b"SMTP ready\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nshort",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+])
+def test_an_answer_it_cannot_read_raises_for_botocore_to_take_over(answer: bytes) -> None:
+    import http.client
+    import socket
+
+    ours, theirs = socket.socketpair()
+    with theirs:
+        theirs.sendall(answer)
+        theirs.shutdown(socket.SHUT_WR)
+        conn = signed.Connection(ours)
+        try:
+            with pytest.raises(http.client.HTTPException):
+                conn.exchange(b"POST / HTTP/1.1\r\n\r\n")
+        finally:
+            conn.close()
