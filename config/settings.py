@@ -71,9 +71,10 @@ class Settings(BaseSettings):
     emulator_data_dir: Path = VAR_DIR / "fauxqs"
     connect_timeout_s: float = Field(default=3.0, gt=0, le=60)
     sqs_signed_calls: bool = Field(default=True, description=(
-        "Workers and producers send SendMessage, SendMessageBatch and DeleteMessageBatch "
-        "as hand-signed requests (pipeline.sqs.signed: ~0.16 against ~0.74 ms of CPU per "
-        "send); anything but a 200 answer goes through botocore. false: botocore only."))
+        "Workers and producers send SendMessage, SendMessageBatch and DeleteMessageBatch, "
+        "and the relay SNS PublishBatch, as hand-signed requests (pipeline.sqs.signed: "
+        "~0.16 against ~0.74 ms of CPU per send); anything but a 200 answer goes through "
+        "botocore. false: botocore only."))
 
     # --- Celery tuning (measured: see config/celery.py) ---------------------
     wait_time_seconds: int = Field(default=LONG_POLL_S, ge=0, le=20)

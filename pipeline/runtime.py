@@ -24,6 +24,7 @@ from pipeline.services.breaker import Breaker, GuardedGateway
 from pipeline.services.simulators import Faults, SimulatedCarrier, SimulatedGateway
 from pipeline.services.validation import Rules
 from pipeline.sqs.heartbeat import VisibilityKeeper
+from pipeline.sqs.signed import SignedSNS
 from pipeline.store import Store, create_db_engine
 from pipeline.worker.intake import reset_gates
 
@@ -107,6 +108,18 @@ class Runtime:
     @_once
     def sqs(self) -> Any:
         return self.aws_client("sqs")
+
+    def sns_publisher(self) -> Any:
+        """An SNS client for the relay: its PublishBatch signed and sent by hand
+        (pipeline.sqs.signed) unless PIPELINE_SQS_SIGNED_CALLS is off."""
+        client = self.aws_client("sns")
+        if not self.settings.sqs_signed_calls:
+            return client
+        credentials = boto3.Session(region_name=self.settings.aws_region,
+                                    **self.settings.credentials()).get_credentials()
+        if credentials is None:
+            return client  # botocore will say so, as it always did
+        return SignedSNS(client, credentials.get_frozen_credentials)
 
     @_once
     def visibility(self) -> VisibilityKeeper:

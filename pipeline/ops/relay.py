@@ -52,7 +52,7 @@ class Relay:
     def __init__(self, rt: Runtime, *, idle_poll_s: float = 0.5) -> None:
         self.rt = rt
         self.idle_poll_s = idle_poll_s
-        self.sns = rt.aws_client("sns")
+        self.sns = rt.sns_publisher()
         self.stopping = threading.Event()
         self.published = 0
         self.holder = f"{socket.gethostname()}:{os.getpid()}"

@@ -1,4 +1,4 @@
-"""The SQS calls every message costs, signed and sent without botocore's request machinery.
+"""The AWS calls every message costs, signed and sent without botocore's request machinery.
 
 Every step message costs a SendMessage (or a share of a SendMessageBatch) and a
 share of a DeleteMessageBatch. Through botocore one SendMessage costs ~0.74 ms
@@ -6,8 +6,9 @@ of CPU here; the same request, SigV4-signed by hand and sent as SQS's JSON
 protocol on a kept-alive connection, ~0.16 ms (stop 33, 3 x 2000 calls each
 against the emulator). botocore spends the difference on its event hooks,
 model-driven serialising, request objects, urllib3 and email-header parsing;
-the connection here is a bare socket (`Connection`), as http.client alone
-cost more than the signing.
+the connection here is a bare socket (pipeline.sqs.wire), as http.client alone
+cost more than the signing. The relay's SNS PublishBatch (ten events a request)
+goes the same way (`SignedSNS`).
 
 `SignedCalls` wraps kombu's botocore client and takes over only those three
 calls, only in their plain shapes (string attributes, no binary values); every
@@ -17,72 +18,37 @@ sent again through botocore, so errors, retries, validation and exception types
 are botocore's own. Repeating a request that way can reach SQS twice, as
 botocore's own retries can: a second send is a duplicate the steps absorb
 (at-least-once; on FIFO queues the deduplication id drops it), a second delete
-is a no-op. What the request looks like is botocore's too: the test suite
+is a no-op, a second event is one its subscribers dedupe by `eventId`. What the request looks like is botocore's too: the test suite
 compares headers, body and signature with what botocore builds for the same call.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import http.client
 import json
 import logging
-import os
-import socket
-import ssl
-import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode
+from xml.etree import ElementTree
 
-__all__ = ["Connection", "SignedCalls", "plain_call", "sign_v4"]
+from pipeline.sqs.wire import Connection, SignedClient, sign_v4
+
+__all__ = ["Connection", "SignedCalls", "SignedSNS", "plain_call", "sign_v4"]
 
 log = logging.getLogger("pipeline.sqs")
 
-SERVICE = "sqs"
 TARGET_PREFIX = "AmazonSQS"  # botocore's SQS model: protocol json, jsonVersion 1.0
 CONTENT_TYPE = "application/x-amz-json-1.0"
-MAX_IDLE = 16  # kept-alive connections per process (a threads lane has 8 + its loop)
-MAX_LINE = 65536  # an answer's status or header line (http.client's own limit)
-MAX_HEADERS = 100
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded; charset=utf-8"  # SNS: query protocol
+SNS_VERSION = "2010-03-31"
+SNS_XMLNS = "{http://sns.amazonaws.com/doc/2010-03-31/}"
 
 _SEND_KEYS = frozenset({"QueueUrl", "MessageBody", "DelaySeconds", "MessageAttributes",
                         "MessageGroupId", "MessageDeduplicationId"})
 _ENTRY_KEYS = (_SEND_KEYS - {"QueueUrl"}) | {"Id"}
 _STR_KEYS = ("MessageBody", "MessageGroupId", "MessageDeduplicationId", "Id", "QueueUrl")
-
-
-def _hmac(key: bytes, text: str) -> bytes:
-    return hmac.new(key, text.encode(), hashlib.sha256).digest()
-
-
-def sign_v4(*, method: str, path: str, headers: dict[str, str], payload: bytes,
-            access_key: str, secret_key: str, region: str, service: str,
-            amz_date: str, key_cache: dict[tuple[str, str], bytes] | None = None) -> str:
-    """The Authorization header of a SigV4 request with no query string; `headers` are
-    the ones signed (lower-case names, `host` included) and must carry `x-amz-date`."""
-    names = sorted(headers)
-    signed = ";".join(names)
-    canonical = "\n".join([method, path or "/", "",
-                           *(f"{name}:{' '.join(headers[name].split())}" for name in names),
-                           "", signed, hashlib.sha256(payload).hexdigest()])
-    day = amz_date[:8]
-    scope = f"{day}/{region}/{service}/aws4_request"
-    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope,
-                         hashlib.sha256(canonical.encode()).hexdigest()])
-    cache_key = (secret_key, scope)
-    key = key_cache.get(cache_key) if key_cache is not None else None
-    if key is None:
-        key = _hmac(_hmac(_hmac(_hmac(f"AWS4{secret_key}".encode(), day), region), service),
-                    "aws4_request")
-        if key_cache is not None:
-            key_cache.clear()  # one day and key at a time
-            key_cache[cache_key] = key
-    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-    return (f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, "
-            f"SignedHeaders={signed}, Signature={signature}")
+_SNS_ENTRY_KEYS = frozenset({"Id", "Message", "MessageAttributes"})
 
 
 def _plain_attributes(value: Any) -> bool:
@@ -120,132 +86,28 @@ def plain_call(action: str, params: dict[str, Any]) -> bool:
                and all(isinstance(v, str) for v in e.values()) for e in entries)
 
 
-def _number(text: bytes, base: int) -> int:
+def _fallback_on_failure(action: str, send: Callable[[], tuple[int, bytes]],
+                         read: Callable[[bytes], Any], fallback: Callable[[], Any]) -> Any:
+    """Send by hand; anything but a readable 200 answer goes to botocore."""
     try:
-        value = int(text, base)
-    except ValueError:
-        raise http.client.HTTPException(f"not a length: {text[:40]!r}") from None
-    if value < 0:
-        raise http.client.HTTPException(f"negative length {value}")
-    return value
+        status, answer = send()
+    except (OSError, http.client.HTTPException) as error:
+        log.debug("%s by hand failed (%s); sending it through botocore", action, error)
+        return fallback()
+    if status != 200:
+        return fallback()  # botocore raises (or retries) as it always did
+    try:
+        reply = read(answer)
+    except (ValueError, ElementTree.ParseError):
+        reply = None
+    return fallback() if reply is None else reply
 
 
-class Connection:
-    """One kept-alive HTTP/1.1 connection: a request out, its answer back.
-
-    http.client cost more CPU per call than the signing and the JSON together: a
-    request object assembled header by header, and every answer's headers parsed
-    by the email package (a hand-signed SendMessage 347 us of CPU through it, 136
-    us over the bare socket, against the emulator). An answer here is a status, a
-    Content-Length or chunked body, and whether the server keeps the connection;
-    anything it cannot read raises http.client's own exceptions (or OSError), and
-    the call goes to botocore.
-    """
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock: socket.socket | None = sock
-        self._file = sock.makefile("rb")
-
-    def exchange(self, request: bytes) -> tuple[int, bytes, bool]:
-        """Send `request` (head and body); returns status, body and keep-alive."""
-        if self.sock is None:
-            raise http.client.NotConnected("closed")
-        self.sock.sendall(request)
-        version, status = self._status()
-        length: int | None = None
-        chunked = False
-        keep = version == b"HTTP/1.1"
-        for _ in range(MAX_HEADERS):
-            line = self._line()
-            if line in (b"\r\n", b"\n"):
-                break
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                length = _number(value, 10)
-            elif name == b"transfer-encoding":
-                chunked = value.strip().lower() != b"identity"
-            elif name == b"connection":
-                keep = value.strip().lower() == b"keep-alive" if version != b"HTTP/1.1" \
-                    else value.strip().lower() != b"close"
-        else:
-            raise http.client.HTTPException(f"more than {MAX_HEADERS} headers")
-        if chunked:
-            return status, self._chunked(), keep
-        if length is None:  # the body ends with the connection
-            return status, self._file.read(), False
-        return status, self._exactly(length), keep
-
-    def _line(self) -> bytes:
-        line = self._file.readline(MAX_LINE + 1)
-        if not line:
-            raise http.client.RemoteDisconnected("the server closed the connection")
-        if len(line) > MAX_LINE:
-            raise http.client.LineTooLong("header line")
-        return line
-
-    def _status(self) -> tuple[bytes, int]:
-        line = self._line()
-        version, _, rest = line.partition(b" ")
-        code = rest[:3]
-        if not version.startswith(b"HTTP/1.") or not code.isdigit():
-            raise http.client.BadStatusLine(repr(line[:80]))
-        return version, int(code)
-
-    def _exactly(self, length: int) -> bytes:
-        data = self._file.read(length)
-        if len(data) != length:
-            raise http.client.IncompleteRead(data, length - len(data))
-        return data
-
-    def _chunked(self) -> bytes:
-        parts: list[bytes] = []
-        while True:
-            size = _number(self._line().split(b";", 1)[0], 16)
-            if size == 0:
-                while self._line() not in (b"\r\n", b"\n"):  # trailers
-                    pass
-                return b"".join(parts)
-            parts.append(self._exactly(size))
-            self._line()  # the chunk's CRLF
-
-    def close(self) -> None:
-        sock, self.sock = self.sock, None
-        if sock is not None:
-            self._file.close()
-            sock.close()
-
-
-class SignedCalls:
+class SignedCalls(SignedClient):
     """kombu's botocore SQS client, with SendMessage, SendMessageBatch and
     DeleteMessageBatch sent by hand (see the module's docstring)."""
 
-    def __init__(self, client: Any, credentials: Callable[[], Any],
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
-        self._client = client
-        self._credentials = credentials  # -> botocore ReadOnlyCredentials (refreshed)
-        self._now = now
-        meta = client.meta
-        url = urlsplit(meta.endpoint_url)
-        self._https = url.scheme == "https"
-        self._host = url.hostname or ""
-        self._port = url.port
-        default_port = 443 if self._https else 80
-        # the Host header botocore signs: the port only when it is not the scheme's
-        self._netloc = (self._host if url.port in (None, default_port)
-                        else f"{self._host}:{url.port}")
-        self._path = url.path or "/"
-        self._region = meta.region_name
-        config = meta.config
-        self._connect_timeout = float(config.connect_timeout or 60)
-        self._read_timeout = float(config.read_timeout or 60)
-        self._user_agent = config.user_agent or ""
-        self._keys: dict[tuple[str, str], bytes] = {}
-        # kept-alive connections not in use, of process _pid (threads borrow one each)
-        self._idle: list[Connection] = []
-        self._pid = os.getpid()
-        self._lock = threading.Lock()
-        self._closed = False
+    service = "sqs"
 
     # the three calls; the rest is the client's
     def send_message(self, **params: Any) -> Any:
@@ -257,104 +119,83 @@ class SignedCalls:
     def delete_message_batch(self, **params: Any) -> Any:
         return self._call("DeleteMessageBatch", params, self._client.delete_message_batch)
 
-    @property
-    def client(self) -> Any:
-        return self._client
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
-
     def _call(self, action: str, params: dict[str, Any], fallback: Callable[..., Any]) -> Any:
         if not plain_call(action, params):
             return fallback(**params)
-        try:
-            status, answer = self._request(action, params)
-        except (OSError, http.client.HTTPException) as error:
-            log.debug("%s by hand failed (%s); sending it through botocore", action, error)
-            return fallback(**params)
-        if status != 200:
-            return fallback(**params)  # botocore raises (or retries) as it always did
-        try:
-            reply = json.loads(answer) if answer else {}
-        except ValueError:
-            reply = None
-        if not isinstance(reply, dict):
-            return fallback(**params)
-        return reply
+        return _fallback_on_failure(action, lambda: self._request(action, params), _json_object,
+                                    lambda: fallback(**params))
 
     def _request(self, action: str, params: dict[str, Any]) -> tuple[int, bytes]:
         payload = json.dumps(params, separators=(",", ":")).encode()
-        creds = self._credentials()
-        headers = {"content-type": CONTENT_TYPE, "host": self._netloc,
-                   "x-amz-date": self._now().strftime("%Y%m%dT%H%M%SZ"),
-                   "x-amz-target": f"{TARGET_PREFIX}.{action}",
-                   # SQS is "awsQueryCompatible": botocore asks for the query-era
-                   # error codes, which callers (kombu, ours) compare against
-                   "x-amzn-query-mode": "true"}
-        if creds.token:
-            headers["x-amz-security-token"] = creds.token
-        headers["authorization"] = sign_v4(
-            method="POST", path=self._path, headers=headers,
-            payload=payload, access_key=creds.access_key, secret_key=creds.secret_key,
-            region=self._region, service=SERVICE, amz_date=headers["x-amz-date"],
-            key_cache=self._keys)
-        headers["user-agent"] = self._user_agent
-        headers["content-length"] = str(len(payload))
-        head = "".join([f"POST {self._path} HTTP/1.1\r\n",
-                        *(f"{name}: {value}\r\n" for name, value in headers.items()), "\r\n"])
-        conn = self._connection()
-        try:
-            status, answer, keep = conn.exchange(head.encode("latin-1") + payload)
-        except BaseException:
-            conn.close()  # in an unknown state: never reused
-            raise
-        if not keep or self._closed:
-            conn.close()
-        else:
-            self._release(conn)
-        return status, answer
+        return self._post({"content-type": CONTENT_TYPE,
+                           "x-amz-target": f"{TARGET_PREFIX}.{action}",
+                           # SQS is "awsQueryCompatible": botocore asks for the query-era
+                           # error codes, which callers (kombu, ours) compare against
+                           "x-amzn-query-mode": "true"}, payload)
 
-    def _connection(self) -> Connection:
-        """An idle kept-alive connection of this process, or a new one."""
-        with self._lock:
-            if self._pid != os.getpid():
-                # inherited through a fork: the sockets are the parent's to use
-                self._idle, self._pid = [], os.getpid()
-            if self._idle:
-                return self._idle.pop()
-        sock = socket.create_connection((self._host, self._port or (443 if self._https else 80)),
-                                        timeout=self._connect_timeout)
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self._https:
-                sock = self._tls().wrap_socket(sock, server_hostname=self._host)
-            sock.settimeout(self._read_timeout)
-        except BaseException:
-            sock.close()
-            raise
-        return Connection(sock)
 
-    def _release(self, conn: Connection) -> None:
-        with self._lock:
-            if self._pid == os.getpid() and len(self._idle) < MAX_IDLE:
-                self._idle.append(conn)
-                return
-        conn.close()
+def _json_object(answer: bytes) -> dict[str, Any] | None:
+    reply = json.loads(answer) if answer else {}
+    return reply if isinstance(reply, dict) else None
 
-    @staticmethod
-    def _tls() -> ssl.SSLContext:
-        # the CA bundle botocore verifies against (AWS_CA_BUNDLE, else certifi's or its
-        # own); a certificate that still fails verification sends the call through
-        # botocore, which then refuses it as it always did
-        from botocore.httpsession import get_cert_path
 
-        return ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE")
-                                          or get_cert_path(True))
+class SignedSNS(SignedClient):
+    """A botocore SNS client whose PublishBatch (the relay's one call per ten events)
+    goes by hand: SNS speaks the query protocol, a form body and an XML answer, and
+    through botocore a batch cost the relay ~3.5 ms of CPU (its serialiser,
+    validation, signing and urllib3)."""
 
-    def close(self) -> None:
-        """Close the idle connections (one in use is closed when its request ends)."""
-        with self._lock:
-            idle, self._idle = (self._idle if self._pid == os.getpid() else []), []
-            self._closed = True
-        for conn in idle:
-            conn.close()
+    service = "sns"
+
+    def publish_batch(self, **params: Any) -> Any:
+        fallback = self._client.publish_batch
+        if not _plain_sns_batch(params):
+            return fallback(**params)
+        return _fallback_on_failure("PublishBatch", lambda: self._publish_batch(params),
+                                    _batch_answer, lambda: fallback(**params))
+
+    def _publish_batch(self, params: dict[str, Any]) -> tuple[int, bytes]:
+        # the fields in botocore's order, so the body is the one botocore sends
+        fields = [("Action", "PublishBatch"), ("Version", SNS_VERSION),
+                  ("TopicArn", params["TopicArn"])]
+        for n, entry in enumerate(params["PublishBatchRequestEntries"], 1):
+            member = f"PublishBatchRequestEntries.member.{n}"
+            fields += [(f"{member}.Id", entry["Id"]), (f"{member}.Message", entry["Message"])]
+            for m, (name, value) in enumerate(entry.get("MessageAttributes", {}).items(), 1):
+                attribute = f"{member}.MessageAttributes.entry.{m}"
+                fields += [(f"{attribute}.Name", name),
+                           (f"{attribute}.Value.DataType", value["DataType"]),
+                           (f"{attribute}.Value.StringValue", value["StringValue"])]
+        return self._post({"content-type": FORM_CONTENT_TYPE}, urlencode(fields).encode())
+
+
+def _plain_sns_batch(params: dict[str, Any]) -> bool:
+    entries = params.get("PublishBatchRequestEntries")
+    return (set(params) == {"TopicArn", "PublishBatchRequestEntries"}
+            and isinstance(params["TopicArn"], str) and isinstance(entries, list)
+            and 0 < len(entries) <= 10
+            and all(isinstance(e, dict) and set(e) <= _SNS_ENTRY_KEYS and "Id" in e
+                    and "Message" in e and isinstance(e["Id"], str)
+                    and isinstance(e["Message"], str)
+                    and _plain_attributes(e.get("MessageAttributes", {}))
+                    for e in entries))
+
+
+def _batch_answer(answer: bytes) -> dict[str, Any] | None:
+    """PublishBatch's XML answer as botocore parses it: Successful and Failed."""
+    root = ElementTree.fromstring(answer)
+    result = root.find(f"{SNS_XMLNS}PublishBatchResult")
+    if result is None:
+        return None
+
+    def members(name: str) -> list[dict[str, Any]]:
+        found = []
+        for member in result.iterfind(f"{SNS_XMLNS}{name}/{SNS_XMLNS}member"):
+            item: dict[str, Any] = {child.tag.removeprefix(SNS_XMLNS): child.text or ""
+                                    for child in member}
+            if "SenderFault" in item:
+                item["SenderFault"] = item["SenderFault"] == "true"
+            found.append(item)
+        return found
+
+    return {"Successful": members("Successful"), "Failed": members("Failed")}

@@ -12,6 +12,7 @@ import pytest
 
 from pipeline import get_order, submit_order
 from pipeline.dev.demo import sample_order
+from pipeline.sqs.signed import SignedSNS
 from pipeline.store import outbox
 from pipeline.testing import stock_catalog, wait_until
 from tests.fixtures import Pipeline
@@ -76,6 +77,9 @@ def events_for(sub: Subscriber, order_id: str) -> list[dict[str, Any]]:
 
 def test_each_topic_delivers_what_its_filter_policy_asks_for(
         pipeline: Pipeline, subscribers: dict[str, Subscriber]) -> None:
+    # The relay's PublishBatch goes by hand (pipeline.sqs.signed): what the filter
+    # policies below match on are the attributes it encodes itself.
+    assert isinstance(pipeline.rt.sns_publisher(), SignedSNS)
     pipeline.rt.store.set_stock("SKU-RARE", 0)
     completed = submit_order(sample_order("single", 700))
     short = submit_order(sample_order("out_of_stock", 701))

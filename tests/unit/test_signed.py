@@ -24,7 +24,7 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-from pipeline.sqs import signed
+from pipeline.sqs import signed, wire
 from pipeline.sqs.signed import SignedCalls, plain_call, sign_v4
 
 AMZ_DATE = "20261204T211500Z"
@@ -255,7 +255,7 @@ def test_a_forked_child_opens_its_own_connection(recorder: Recorder,
     calls._release(parents)
     assert calls._connection() is parents  # kept alive, reused
     calls._release(parents)
-    monkeypatch.setattr(signed.os, "getpid", lambda: -1)  # what a prefork child sees
+    monkeypatch.setattr(wire.os, "getpid", lambda: -1)  # what a prefork child sees
     childs = calls._connection()
     assert childs is not parents
     assert parents.sock is not None  # the parent's socket is left alone
