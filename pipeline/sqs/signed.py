@@ -18,8 +18,9 @@ sent again through botocore, so errors, retries, validation and exception types
 are botocore's own. Repeating a request that way can reach SQS twice, as
 botocore's own retries can: a second send is a duplicate the steps absorb
 (at-least-once; on FIFO queues the deduplication id drops it), a second delete
-is a no-op, a second event is one its subscribers dedupe by `eventId`. What the request looks like is botocore's too: the test suite
-compares headers, body and signature with what botocore builds for the same call.
+is a no-op, a second event is one its subscribers dedupe by `eventId`. What the
+request looks like is botocore's too: the test suite compares headers, body and
+signature with what botocore builds for the same call.
 """
 
 from __future__ import annotations
