@@ -23,13 +23,22 @@ from pipeline.workflow import Chain, Publish
 __all__ = ["CeleryPublisher"]
 
 
+def _lean(args: tuple[str | int, ...]) -> dict[str, Any]:
+    """Publish options that take two of Celery's per-message costs out: no declare (kombu
+    bound a copy of the queue and its exchange to the channel on every publish, 3 % of
+    a lane's CPU, for queues provisioning made and every worker checks at start), and
+    the argument reprs Flower shows built from the ids here (Celery's saferepr, 2 %).
+    A chain carries them with each of its steps, so its continuations publish alike."""
+    return {"declare": [], "argsrepr": repr(args), "kwargsrepr": "{}"}
+
+
 class CeleryPublisher:
     def __init__(self, app: Any) -> None:
         self.app = app
 
     def _signature(self, task: Task, order_id: str, *, vip: bool) -> Any:
         return self.app.signature(task.value, args=(order_id,), immutable=True).set(
-            queue=lane_for(task, vip=vip))
+            queue=lane_for(task, vip=vip), **_lean((order_id,)))
 
     def publish(self, order_id: str, items: Sequence[Publish], *, vip: bool) -> None:
         with sends_batched():
@@ -52,4 +61,4 @@ class CeleryPublisher:
                     task, args = Task.APPLY_LINE, (u.ref, u.sku, u.quantity, u.op.value)
                 self.app.signature(task.value, args=args).apply_async(
                     queue=lane_for(task, vip=False), MessageGroupId=u.group_id,
-                    MessageDeduplicationId=u.update_id)
+                    MessageDeduplicationId=u.update_id, **_lean(args))

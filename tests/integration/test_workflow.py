@@ -75,6 +75,33 @@ def test_a_multi_line_orders_fan_out_is_one_send_message_batch(
     assert emulator.request_counts().get("SQS.SendMessageBatch") == 1
 
 
+def test_a_step_is_published_without_a_declare_and_with_its_argument_repr() -> None:
+    """Queues are provisioned: declaring one per publish cost kombu two entity copies.
+    The reprs Flower shows are built from the ids without Celery's saferepr."""
+    from celery.signals import before_task_publish
+
+    seen: list[dict[str, Any]] = []
+
+    def record(sender: str | None = None, declare: Any = None, body: Any = None,
+               headers: dict[str, Any] | None = None, **_: Any) -> None:
+        # the rest of the chain, published by the worker: the same options travel with it
+        rest = [(s["task"], s["options"]["declare"], s["options"]["argsrepr"])
+                for s in body[2]["chain"]]
+        seen.append({"task": sender, "declare": declare, "rest": rest, **{
+            k: (headers or {}).get(k) for k in ("argsrepr", "kwargsrepr")}})
+
+    before_task_publish.connect(record, weak=False)
+    try:
+        order_id = submit_order(sample_order("single", 2))
+    finally:
+        before_task_publish.disconnect(record)
+    assert seen == [{"task": "tasks.validation.validate_order", "declare": [],
+                     "argsrepr": f"('{order_id}',)", "kwargsrepr": "{}",
+                     "rest": [("tasks.payment.authorize_payment", [], f"('{order_id}',)")]}]
+    wait_until(lambda: get_order(order_id)["terminal"], timeout=TIMEOUT,
+               message=f"order {order_id} to finish")
+
+
 def test_vip_order_runs_every_non_inventory_step_on_the_priority_lane() -> None:
     view = run_to_end(sample_order("vip", 3))
     assert view["status"] == "COMPLETED"
