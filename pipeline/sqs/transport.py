@@ -39,6 +39,7 @@ from pipeline.sqs import batching, liveness, prefetch, signed
 from pipeline.sqs.acks import ACK_BATCH_WINDOW_S, BatchedAcks
 from pipeline.sqs.broadcast import BroadcastChannel
 from pipeline.sqs.eventloop import run_soon
+from pipeline.sqs.receive import SignedReceives
 from pipeline.worker import intake
 
 # Overrides below reach into kombu's SQS channel (_put, _on_messages_ready,
@@ -109,6 +110,20 @@ class Channel(BatchedAcks, BroadcastChannel):
         one that holds its SendMessage for the batch (pipeline.sqs.batching)."""
         client = self._signed(super().sqs(queue))
         return batching.capturing(client) if getattr(self._putting, "new", False) else client
+
+    def asynsqs(self, queue: str | None = None) -> Any:
+        """kombu's async receiving connection; over the hand-signed client, one that
+        signs its receives by hand too (pipeline.sqs.receive)."""
+        if self._asynsqs is None and not self.predefined_queues:
+            client = self.sqs(queue=queue)
+            if isinstance(client, signed.SignedCalls):
+                attributes = self.get_message_attributes
+                self._asynsqs: Any = SignedReceives(
+                    client, region=self.region,
+                    message_system_attribute_names=attributes.get(
+                        "MessageSystemAttributeNames"),
+                    message_attribute_names=attributes.get("MessageAttributeNames"))
+        return super().asynsqs(queue)
 
     def _new_boto_client(self, service: Any, region: Any, access_key_id: Any,
                          secret_access_key: Any, session_token: Any = None,
@@ -366,10 +381,10 @@ class Channel(BatchedAcks, BroadcastChannel):
 
 # The kombu methods Channel replaces: one renamed upstream would silently stop being
 # called (the behaviour it fixes coming back), so a missing one fails the import.
-KOMBU_OVERRIDES = ("_put", "_new_boto_client", "_prepare_json_payload", "_message_to_python",
-                   "_on_messages_ready", "_schedule_queue", "_loop1", "_get_from_sqs",
-                   "basic_ack", "basic_cancel", "basic_consume", "basic_reject", "close",
-                   "sqs")
+KOMBU_OVERRIDES = ("_put", "asynsqs", "_new_boto_client", "_prepare_json_payload",
+                   "_message_to_python", "_on_messages_ready", "_schedule_queue", "_loop1",
+                   "_get_from_sqs", "basic_ack", "basic_cancel", "basic_consume", "basic_reject",
+                   "close", "sqs")
 if _gone := [name for name in KOMBU_OVERRIDES if not hasattr(SQS.Channel, name)]:
     raise ImportError(f"kombu's SQS Channel no longer has {', '.join(_gone)}: re-check "
                       "pipeline.sqs.transport before upgrading kombu")

@@ -196,9 +196,9 @@ class SignedClient:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
 
-    def _post(self, headers: dict[str, str], payload: bytes) -> tuple[int, bytes]:
-        """POST `payload` with `headers` (lower-case names; the content type and the
-        call's own) signed; returns the answer's status and body."""
+    def signed(self, headers: dict[str, str], payload: bytes) -> dict[str, str]:
+        """`headers` (lower-case names: the content type and the call's own) with the
+        host, the date, the session token and the SigV4 authorization of a POST."""
         creds = self._credentials()
         headers["host"] = self._netloc
         headers["x-amz-date"] = self._now().strftime("%Y%m%dT%H%M%SZ")
@@ -209,6 +209,11 @@ class SignedClient:
             payload=payload, access_key=creds.access_key, secret_key=creds.secret_key,
             region=self._region, service=self.service, amz_date=headers["x-amz-date"],
             key_cache=self._keys)
+        return headers
+
+    def _post(self, headers: dict[str, str], payload: bytes) -> tuple[int, bytes]:
+        """POST `payload` with `headers` signed; returns the answer's status and body."""
+        headers = self.signed(headers, payload)
         headers["user-agent"] = self._user_agent
         headers["content-length"] = str(len(payload))
         head = "".join([f"POST {self._path} HTTP/1.1\r\n",
