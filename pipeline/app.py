@@ -5,6 +5,7 @@ Run a worker with ``celery -A pipeline.app worker -Q ...`` (see Procfile).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery
@@ -79,6 +80,19 @@ def _flush_spans(**_: Any) -> None:
     from pipeline import tracing
 
     tracing.flush()
+
+
+# Celery's INFO line per task received (the consumer) and per task succeeded (the
+# tracer): both decide once, when they are built, whether INFO is on.
+TASK_LINE_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
+
+
+@worker_init.connect
+def _quiet_task_lines(**_: Any) -> None:
+    # Before the pool forks: its processes build their tracers with these levels.
+    if not load_settings().task_log:
+        for name in TASK_LINE_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @worker_init.connect
