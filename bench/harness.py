@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -21,9 +22,11 @@ from pipeline.runtime import Runtime, get_runtime, reconfigure
 from pipeline.sqs.emulator import Emulator, start_emulator
 from pipeline.sqs.provision import provision
 from pipeline.store import create_schema
-from pipeline.testing import restore_environment
+from pipeline.testing import postgres_database, postgres_reachable, restore_environment
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+POSTGRES = os.environ.get("PIPELINE_TEST_POSTGRES_URL",
+                          "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -56,11 +59,24 @@ def procfile_line(name: str, **replace: str) -> ProcLine:
     return ProcLine(name, command)
 
 
+def _postmaster(engine: Any) -> int | None:
+    """The PostgreSQL server's main process (a backend's parent), when it runs here."""
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        backend = int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+    try:
+        return int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (FileNotFoundError, ValueError, IndexError):
+        return None  # another host: its CPU is not this box's to count
+
+
 @dataclass
 class Stack:
     emulator: Emulator
     env: dict[str, str]
     log_dir: Path
+    database_server: int | None = None  # PostgreSQL's postmaster (None: SQLite in-process)
     workers: ProcessGroup = field(init=False)
 
     def __post_init__(self) -> None:
@@ -77,23 +93,44 @@ class Stack:
     def cpu(self) -> dict[str, float]:
         seconds = {r.line.name: tree_cpu_seconds(r.process.pid) for r in self.workers.running}
         seconds["emulator"] = cpu_seconds(self.emulator.process.pid)
+        if self.database_server is not None:  # its backends are its children
+            seconds["database"] = tree_cpu_seconds(self.database_server)
         return seconds
+
+    def freeze(self) -> None:
+        """Stop every process of the system (SIGSTOP): a burst is published meanwhile."""
+        self._signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, sig: int) -> None:
+        for running in self.workers.running:  # each line is its own process group
+            os.killpg(running.process.pid, sig)
 
 
 @contextmanager
-def stack(work_dir: Path, name: str, *, extra_env: dict[str, str] | None = None
-          ) -> Iterator[Stack]:
-    """A fresh emulator, queue prefix and SQLite database for one scenario."""
+def stack(work_dir: Path, name: str, *, extra_env: dict[str, str] | None = None,
+          database: str = "sqlite") -> Iterator[Stack]:
+    """A fresh emulator, queue prefix and database (SQLite, or a new PostgreSQL
+    database dropped afterwards) for one scenario."""
     work_dir.mkdir(parents=True, exist_ok=True)
     for stale in work_dir.glob(name + ".db*"):
         stale.unlink()
     with ExitStack() as stack_:
+        if database == "postgresql":
+            why = postgres_reachable(POSTGRES)
+            if why:
+                raise RuntimeError(f"PostgreSQL not reachable at {POSTGRES}: {why}")
+            url = stack_.enter_context(postgres_database(POSTGRES))
+        else:
+            url = f"sqlite:///{work_dir / (name + '.db')}"
         emulator = start_emulator(0)
         stack_.callback(emulator.stop)
         env = {
             "PIPELINE_SQS_ENDPOINT_URL": emulator.endpoint,
             "PIPELINE_QUEUE_PREFIX": f"b{uuid.uuid4().hex[:6]}-",
-            "PIPELINE_DATABASE_URL": f"sqlite:///{work_dir / (name + '.db')}",
+            "PIPELINE_DATABASE_URL": url,
             "PIPELINE_WAIT_TIME_SECONDS": "10",
             **(extra_env or {}),
         }
@@ -103,7 +140,8 @@ def stack(work_dir: Path, name: str, *, extra_env: dict[str, str] | None = None
         rt = get_runtime()
         provision(rt.settings, rt.aws_client("sqs"), rt.aws_client("sns"))
         create_schema(rt.store.engine)
-        s = Stack(emulator, env, work_dir / f"logs-{name}")
+        s = Stack(emulator, env, work_dir / f"logs-{name}",
+                  _postmaster(rt.store.engine) if database == "postgresql" else None)
         stack_.callback(s.workers.stop)
         yield s
 

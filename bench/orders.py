@@ -37,6 +37,8 @@ class Config:
     trace_sql: bool = True  # ... SQL statements included
     env: tuple[tuple[str, str], ...] = ()  # settings of this configuration
     threads: tuple[str, ...] = ()  # prefork lanes run on the project's threads pool instead
+    database: str = "sqlite"  # or "postgresql": a fresh database on the local server
+    processes: int | None = None  # pool processes of each prefork lane (None: the Procfile's)
 
 
 THREADS_POOL = "env CELERY_CUSTOM_WORKER_POOL=pipeline.worker.pool:ThreadPool "
@@ -59,6 +61,12 @@ CONFIGS = {
     # Admission control off (pipeline.worker.intake): what the overload section compares.
     "intake-off": Config("pipeline, no intake limit", events=False, flower=False, stock=False,
                          env=(("PIPELINE_INTAKE_LIMIT", "0"),)),
+    # The scale-out database on the same box, its server's CPU counted.
+    "postgres": Config("pipeline on PostgreSQL, Flower off", events=False, flower=False,
+                       stock=False, database="postgresql"),
+    # How cost grows with workers (bench.scaling): each prefork lane with 1 or 4 processes.
+    **{f"processes-{n}": Config(f"pipeline, {n} process(es) per prefork lane", events=False,
+                                flower=False, stock=False, processes=n) for n in (1, 4)},
 }
 
 
@@ -79,9 +87,14 @@ def threads_line(line: ProcLine, slots: int = 4) -> ProcLine:
     return ProcLine(line.name, THREADS_POOL + command)
 
 
+def sized_line(line: ProcLine, processes: int) -> ProcLine:
+    """A prefork Procfile lane with `processes` pool processes; other lanes as they are."""
+    return ProcLine(line.name, re.sub(r"-P prefork -c \d+", f"-P prefork -c {processes}",
+                                      line.command))
+
+
 def run(work_dir: Path, config: Config, load: Load) -> dict[str, Any]:
-    tag = f"orders-{config.name.split(',')[0].split()[0]}-{load.label.replace('/', 'ps')}"
-    tag = tag.replace(" ", "")
+    tag = re.sub(r"[^A-Za-z0-9.]+", "-", f"orders-{config.name}-{load.label.replace('/', 'ps')}")
     env = {"PIPELINE_EVENTS": str(config.events).lower(),
            "PIPELINE_FLOWER_PORT": str(free_port()), **dict(config.env)}
     with ExitStack() as scope:
@@ -100,7 +113,7 @@ def _run(work_dir: Path, config: Config, load: Load, tag: str,
          env: dict[str, str]) -> dict[str, Any]:
     suffix = ("-on" if config.flower else "-traced" if config.trace_sql and config.tracing
               else "-traced-nosql" if config.tracing else "")
-    with stack(work_dir, tag + suffix, extra_env=env) as s:
+    with stack(work_dir, tag + suffix, extra_env=env, database=config.database) as s:
         stock_up(s.rt.store, load.orders)
         lines = {line.name: line for line in read_procfile()}
         for name in (*WORKER_LANES, "relay"):
@@ -109,6 +122,8 @@ def _run(work_dir: Path, config: Config, load: Load, tag: str,
                 line = stock_line(line)
             elif name in config.threads:
                 line = threads_line(line)
+            elif config.processes is not None:
+                line = sized_line(line, config.processes)
             s.start(line)
         if config.flower:
             s.start(lines["flower"])
@@ -133,6 +148,7 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=0)
     parser.add_argument("--drain-timeout", type=float, help="s to wait for the last order")
     parser.add_argument("--batch", type=int, default=1, help="orders per producer call, at most")
+    parser.add_argument("--lines", type=int, help="lines per order (default: one or three)")
     parser.add_argument("--work-dir", type=Path, required=True)
     args = parser.parse_args()
     load = Load.from_arguments(args)

@@ -15,9 +15,10 @@ def _ms(value: float | None) -> str:
 def orders_lines(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| system | load | done | orders/s | p50 ms | p95 ms | p99 ms | SQS req/order | "
-        "SNS req/order | $/M orders | worker CPU ms/order | emulator CPU ms/order | "
-        "load CPU ms/order | all CPU ms/order | redeliveries |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "SNS req/order | $/M orders | worker CPU ms/order | of it relay | emulator CPU "
+        "ms/order | database CPU ms/order | load CPU ms/order | all CPU ms/order | "
+        "producer lag s | redeliveries |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         req = r["requestsPerOrder"]
@@ -28,9 +29,11 @@ def orders_lines(rows: list[dict[str, Any]]) -> list[str]:
             f"{_ms(r['latency']['p50'])} | {_ms(r['latency']['p95'])} | "
             f"{_ms(r['latency']['p99'])} | {req['sqs']} | {req['sns']} | "
             f"{req['usdPerMillionOrders']} | {r['workerCpuMsPerOrder']} | "
+            f"{r['cpuMsPerOrder'].get('relay', '-')} | "
             f"{r['cpuMsPerOrder'].get('emulator', '-')} | "
+            f"{r['cpuMsPerOrder'].get('database', '-')} | "
             f"{r['cpuMsPerOrder'].get('load', '-')} | {r.get('allCpuMsPerOrder', '-')} | "
-            f"{r.get('redeliveries', '-')} |")
+            f"{r.get('producerLagSeconds', '-')} | {r.get('redeliveries', '-')} |")
     return lines
 
 

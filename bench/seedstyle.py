@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -128,7 +129,8 @@ def consume(step: str) -> None:
 
 
 def run(work_dir: Path, load: Load) -> dict[str, Any]:
-    with stack(work_dir, f"seed-{load.label.replace('/', 'ps').replace(' ', '')}") as s:
+    name = re.sub(r"[^A-Za-z0-9.]+", "-", f"seed-{load.label.replace('/', 'ps')}")
+    with stack(work_dir, name) as s:
         rt = s.rt
         sqs = rt.aws_client("sqs")
         prefix = rt.settings.queue_prefix
@@ -178,6 +180,7 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=0)
     parser.add_argument("--drain-timeout", type=float, help="s to wait for the last order")
     parser.add_argument("--batch", type=int, default=1, help="orders per producer call, at most")
+    parser.add_argument("--lines", type=int, help="lines per order (default: one or three)")
     parser.add_argument("--work-dir", type=Path)
     args = parser.parse_args()
     if args.consume:

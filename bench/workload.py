@@ -16,7 +16,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from decimal import Decimal
 from statistics import quantiles
 from typing import Any
@@ -44,6 +44,7 @@ class Load:
     drain_s: float | None = None  # how long to wait for the last order (None: a default)
     batch: int = 1  # orders a producer submits in one call, at most (those due by then)
     linger_s: float = 0.05  # with batch > 1: how long a producer waits for more orders
+    lines: int | None = None  # lines per order (None: one or three, alternating)
 
     @property
     def orders(self) -> int:
@@ -51,29 +52,42 @@ class Load:
 
     @property
     def label(self) -> str:
-        return f"burst {self.count}" if self.rate is None else f"{self.rate:g}/s"
+        load = f"burst {self.count}" if self.rate is None else f"{self.rate:g}/s"
+        return load if self.lines is None else f"{load}, {self.lines} line(s)"
 
     def arguments(self) -> list[str]:
         """This load as a scenario's command-line arguments (`from_arguments`)."""
         args = (["--burst", str(self.count)] if self.rate is None
                 else ["--rate", str(self.rate), "--seconds", str(self.seconds)])
         return (args + (["--drain-timeout", str(self.drain_s)] if self.drain_s else [])
-                + (["--batch", str(self.batch)] if self.batch > 1 else []))
+                + (["--batch", str(self.batch)] if self.batch > 1 else [])
+                + (["--lines", str(self.lines)] if self.lines else []))
 
     @classmethod
     def from_arguments(cls, args: Any) -> Load:
         batch = getattr(args, "batch", 1) or 1
+        lines = getattr(args, "lines", None)
         if args.burst:
-            return cls(None, count=args.burst, drain_s=args.drain_timeout, batch=batch)
-        return cls(args.rate, args.seconds, drain_s=args.drain_timeout, batch=batch)
+            return cls(None, count=args.burst, drain_s=args.drain_timeout, batch=batch,
+                       lines=lines)
+        return cls(args.rate, args.seconds, drain_s=args.drain_timeout, batch=batch,
+                   lines=lines)
 
 
-def bench_order(n: int) -> dict[str, Any]:
+# Products for orders of N lines (the scaling section): one product per line.
+MANY = {f"SKU-N{n:02d}": Decimal(f"{3 + n}.50") for n in range(1, 11)}
+
+
+def bench_order(n: int, lines: int | None = None) -> dict[str, Any]:
     def line(sku: str, qty: int) -> dict[str, Any]:
-        return {"productId": sku, "quantity": qty, "price": str(CATALOG[sku][0])}
+        price = MANY[sku] if sku in MANY else CATALOG[sku][0]
+        return {"productId": sku, "quantity": qty, "price": str(price)}
 
-    items = ([line("SKU-BOOK", 1)] if n % 2 == 0 else
-             [line("SKU-BOOK", 1), line("SKU-MUG", 2), line("SKU-PEN", 1)])
+    if lines is not None:
+        items = [line(sku, 1) for sku in list(MANY)[:lines]]
+    else:
+        items = ([line("SKU-BOOK", 1)] if n % 2 == 0 else
+                 [line("SKU-BOOK", 1), line("SKU-MUG", 2), line("SKU-PEN", 1)])
     total = sum(Decimal(i["price"]) * i["quantity"] for i in items)
     return {"orderId": f"b{uuid.uuid4().hex[:14]}", "customerId": f"c{n % 50}", "items": items,
             "totalAmount": str(total), "currency": "USD", "priority": "normal",
@@ -84,6 +98,8 @@ def bench_order(n: int) -> dict[str, Any]:
 def stock_up(store: Store, orders: int) -> None:
     for sku, (price, _) in CATALOG.items():
         store.set_stock(sku, orders * 3 + 100, price=price)
+    for sku, price in MANY.items():
+        store.set_stock(sku, orders + 100, price=price)
 
 
 def drive(load: Load, submit: Callable[[list[dict[str, Any]]], list[str]], producers: int = 4,
@@ -94,7 +110,7 @@ def drive(load: Load, submit: Callable[[list[dict[str, Any]]], list[str]], produ
     batch), and submits them in one call, as a producer that coalesces its sends
     does. `cpu` gets each producer thread's own CPU seconds: the load
     generator's cost."""
-    documents = [bench_order(n) for n in range(load.orders)]
+    documents = [bench_order(n, load.lines) for n in range(load.orders)]
     ids: list[str] = []
     lag = [0.0]
     lock = threading.Lock()
@@ -121,7 +137,8 @@ def drive(load: Load, submit: Callable[[list[dict[str, Any]]], list[str]], produ
                     return
                 taken[0] += 1
             # the schedule itself (open loop), then the linger; not synchronizations
-            delay = due(first) + (load.linger_s if load.batch > 1 else 0) - time.monotonic()
+            linger = load.linger_s if load.batch > 1 and load.rate is not None else 0.0
+            delay = due(first) + linger - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
             batch = [first]
@@ -163,8 +180,9 @@ def _cuts(values: list[float]) -> dict[str, float | None]:
     return {"p50": round(c[49], 4), "p95": round(c[94], 4), "p99": round(c[98], 4)}
 
 
-def measure(store: Store, ids: list[str]) -> dict[str, Any]:
-    """End-to-end and per-step latency, throughput and outcomes of these orders."""
+def measure(store: Store, ids: list[str], since: datetime | None = None) -> dict[str, Any]:
+    """End-to-end and per-step latency, throughput and outcomes of these orders; with
+    `since` (a burst let go), both counted from then, not from when each was stored."""
     with reading(store.engine) as conn:
         rows = conn.execute(select(t.orders.c.id, t.orders.c.status, t.orders.c.created_at,
                                    t.orders.c.terminal_at).where(t.orders.c.id.in_(ids))).all()
@@ -176,7 +194,8 @@ def measure(store: Store, ids: list[str]) -> dict[str, Any]:
     def utc(value: Any) -> Any:
         return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
 
-    finished = [(utc(r.created_at), utc(r.terminal_at)) for r in rows if r.terminal_at]
+    finished = [(max(utc(r.created_at), since) if since else utc(r.created_at),
+                 utc(r.terminal_at)) for r in rows if r.terminal_at]
     latencies = [(end - begin).total_seconds() for begin, end in finished]
     outcomes: dict[str, int] = defaultdict(int)
     for r in rows:
@@ -218,15 +237,25 @@ def run_load(s: Stack, system: str, load: Load,
              submit: Callable[[list[dict[str, Any]]], list[str]]) -> dict[str, Any]:
     """Drive `load` through `submit` on a started stack and measure the run: latency,
     requests per order counted from the load's start, CPU per order per process, and
-    (for an arrival rate) the steady state and the drain (bench.window)."""
+    (for an arrival rate) the steady state and the drain (bench.window). A burst is
+    published with the system stopped, and measured from when it is let go."""
     store = s.rt.store
     s.emulator.reset_request_counts()
+    burst = load.rate is None
+    if burst:
+        s.freeze()
     cpu_before = s.cpu()
     started = time.monotonic()
     load_cpu: list[float] = []
     window = Window.open(s, load.rate, load.seconds)
     # One coalescing producer when it batches (a second would take the orders it waits for).
-    ids, lag = drive(load, submit, producers=1 if load.batch > 1 else 4, cpu=load_cpu)
+    try:
+        ids, lag = drive(load, submit, producers=1 if load.batch > 1 else 4, cpu=load_cpu)
+    finally:
+        if burst:
+            s.thaw()
+    released = datetime.now(UTC) if burst else None
+    publish_s = time.monotonic() - started
     window.close(s)
     drain_limit = load.drain_s or (90.0 if load.rate is None else 60.0)
     completed = wait_terminal(store, ids, drain_limit)
@@ -237,16 +266,24 @@ def run_load(s: Stack, system: str, load: Load,
     done = max(completed, 1)
     return {
         "system": system, "load": load.label, "rate": load.rate, "producerBatch": load.batch,
+        "linesPerOrder": load.lines,
         "producerLingerSeconds": load.linger_s if load.batch > 1 else 0.0,
         # Not every order ended within the wait after the load: a backlog still
         # draining past capacity, or a real stall; the rate columns say which.
-        **measure(store, ids), "stalled": completed < len(ids), "drainLimitSeconds": drain_limit,
+        **measure(store, ids, since=released), "stalled": completed < len(ids),
+        "drainLimitSeconds": drain_limit,
         "producerLagSeconds": round(lag, 3), "wallSeconds": round(wall, 1),
+        # a burst: how long publishing it took, the system stopped meanwhile
+        "publishSeconds": round(publish_s, 2) if burst else None,
         "requestsPerOrder": per_order(counts, completed),
         "cpuMsPerOrder": {k: round(v / done * 1000, 2) for k, v in cpu.items()},
+        # The system's own processes: worker lanes, relay (and Flower); not the emulator,
+        # the database server or the load generator, which have their own columns.
         "workerCpuMsPerOrder": round(sum(v for k, v in cpu.items()
-                                         if k not in ("emulator", "load")) / done * 1000, 2),
-        # Every process of the run: workers, relay (and Flower), emulator, load generator.
+                                         if k not in ("emulator", "load", "database"))
+                                     / done * 1000, 2),
+        # Every process of the run: workers, relay (and Flower), emulator, database
+        # server, load generator.
         "allCpuMsPerOrder": round(sum(cpu.values()) / done * 1000, 2),
         "overload": window.measure(store, ids),
     }
