@@ -52,7 +52,8 @@ class CeleryPublisher:
     def stock_updates(self, updates: Sequence[StockUpdate]) -> None:
         """One FIFO message per update: the product's group keeps its stock in order.
         The caller has noted each in the store (so it counts as in flight until applied)."""
-        with sends_batched():
+        # One producer for all of them: Celery acquires one from its pool per publish.
+        with sends_batched(), self.app.producer_or_acquire() as producer:
             for u in updates:
                 args: tuple[str | int, ...]
                 if u.op is StockOp.RESTOCK:
@@ -61,4 +62,4 @@ class CeleryPublisher:
                     task, args = Task.APPLY_LINE, (u.ref, u.sku, u.quantity, u.op.value)
                 self.app.signature(task.value, args=args).apply_async(
                     queue=lane_for(task, vip=False), MessageGroupId=u.group_id,
-                    MessageDeduplicationId=u.update_id, **_lean(args))
+                    MessageDeduplicationId=u.update_id, producer=producer, **_lean(args))
