@@ -24,7 +24,7 @@ from config.settings import PROJECT_ROOT
 RESULTS = PROJECT_ROOT / "results"
 BURST_BATCH = 10  # a burst is published in SendMessageBatch-sized calls, before it runs
 SYSTEMS = ("flower-off", "flower-on", "tracing-on", "tracing-nosql", "stock", "threads",
-           "botocore", "postgres", "seed")
+           "merged", "botocore", "postgres", "seed")
 
 
 def fifo_section(work_dir: Path, *, updates: int, quick: bool) -> tuple[list[str], list[Any]]:
@@ -104,7 +104,7 @@ def pairs(rows: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any], dict[st
     by = {(r["system"], r["load"]): r for r in rows}
     names = {key: orders.CONFIGS[key].name
              for key in ("flower-off", "flower-on", "tracing-on", "tracing-nosql", "stock",
-                         "threads", "botocore", "postgres")}
+                         "threads", "merged", "botocore", "postgres")}
     names["seed"] = "seed-style boto3 consumers"
     found = []
     for load in dict.fromkeys(r["load"] for r in rows):
@@ -112,7 +112,8 @@ def pairs(rows: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any], dict[st
                      ("flower-on", "flower-off"), ("tracing-on", "flower-off"),
                      ("tracing-nosql", "flower-off"), ("threads", "flower-off"),
                      ("threads", "seed"), ("flower-off", "botocore"),
-                     ("botocore", "seed"), ("postgres", "flower-off")):
+                     ("botocore", "seed"), ("postgres", "flower-off"),
+                     ("merged", "flower-off")):
             if (names[a], load) in by and (names[b], load) in by:
                 found.append((f"{names[a]} / {names[b]}", by[(names[a], load)],
                               by[(names[b], load)]))
@@ -180,7 +181,7 @@ def plan(quick: bool) -> tuple[list[Load], dict[str, list[Load]], int]:
         loads = [Load(25, 5), Load(None, count=100, batch=BURST_BATCH)]
         return loads, {"flower-off": loads, "flower-on": loads, "tracing-on": loads,
                        "tracing-nosql": loads[:1], "stock": loads[:1], "threads": loads,
-                       "botocore": loads, "postgres": loads,
+                       "merged": loads, "botocore": loads, "postgres": loads,
                        "seed": loads}, 300
     rates = [Load(r, 20) for r in (10, 25, 50, 100)]
     burst = Load(None, count=600, batch=BURST_BATCH)
@@ -188,6 +189,7 @@ def plan(quick: bool) -> tuple[list[Load], dict[str, list[Load]], int]:
     return loads, {"flower-off": loads, "flower-on": loads,
                    "tracing-on": [*rates[:2], burst], "tracing-nosql": rates[:2],
                    "stock": rates[:2], "threads": [*rates[:2], burst],
+                   "merged": [*rates[:2], burst],
                    "botocore": [*rates[:2], burst], "postgres": [*rates[:2], burst],
                    "seed": loads}, 1000
 

@@ -39,6 +39,7 @@ class Config:
     threads: tuple[str, ...] = ()  # prefork lanes run on the project's threads pool instead
     database: str = "sqlite"  # or "postgresql": a fresh database on the local server
     processes: int | None = None  # pool processes of each prefork lane (None: the Procfile's)
+    merged: tuple[str, ...] = ()  # prefork lanes run as one worker (the first one's line)
 
 
 THREADS_POOL = "env CELERY_CUSTOM_WORKER_POOL=pipeline.worker.pool:ThreadPool "
@@ -61,6 +62,10 @@ CONFIGS = {
     # Admission control off (pipeline.worker.intake): what the overload section compares.
     "intake-off": Config("pipeline, no intake limit", events=False, flower=False, stock=False,
                          env=(("PIPELINE_INTAKE_LIMIT", "0"),)),
+    # Fewer processes on one box: the orders and notifications lanes as one worker
+    # (prefork x3, all three queues), instead of two of prefork x2.
+    "merged": Config("pipeline, orders+notifications as one worker", events=False,
+                     flower=False, stock=False, merged=("orders", "notifications")),
     # The scale-out database on the same box, its server's CPU counted.
     "postgres": Config("pipeline on PostgreSQL, Flower off", events=False, flower=False,
                        stock=False, database="postgresql"),
@@ -93,6 +98,20 @@ def sized_line(line: ProcLine, processes: int) -> ProcLine:
                                       line.command))
 
 
+def merged_line(lines: dict[str, ProcLine], names: tuple[str, ...]) -> ProcLine:
+    """Prefork lanes as one worker: the first lane's line consuming every lane's queues,
+    with one pool process more than the first lane's per lane merged into it."""
+    first = lines[names[0]].command
+    queues = [re.search(r"-Q (\S+)", lines[n].command) for n in names]
+    slots = re.search(r"-P prefork -c (\d+)", first)
+    if slots is None or not all(queues):
+        raise ValueError(f"not prefork lanes with queues: {names}")
+    command = re.sub(r"-Q \S+", "-Q " + ",".join(q.group(1) for q in queues if q), first)
+    command = command.replace(slots.group(0),
+                              f"-P prefork -c {int(slots.group(1)) + len(names) - 1}")
+    return ProcLine(names[0], command)
+
+
 def run(work_dir: Path, config: Config, load: Load) -> dict[str, Any]:
     tag = re.sub(r"[^A-Za-z0-9.]+", "-", f"orders-{config.name}-{load.label.replace('/', 'ps')}")
     env = {"PIPELINE_EVENTS": str(config.events).lower(),
@@ -118,7 +137,11 @@ def _run(work_dir: Path, config: Config, load: Load, tag: str,
         lines = {line.name: line for line in read_procfile()}
         for name in (*WORKER_LANES, "relay"):
             line = lines[name]
-            if config.stock and name != "relay":
+            if name in config.merged[1:]:
+                continue  # consumed by the merged worker
+            if name in config.merged[:1]:
+                line = merged_line(lines, config.merged)
+            elif config.stock and name != "relay":
                 line = stock_line(line)
             elif name in config.threads:
                 line = threads_line(line)
