@@ -180,3 +180,23 @@ def test_every_kombu_method_a_channel_replaces_is_checked_at_import(module: str)
     replaced = {name for name, value in vars(channel).items()
                 if callable(value) and name != "__init__" and hasattr(SQS.Channel, name)}
     assert replaced == set(listed)
+
+
+def test_a_loop_turn_that_leaves_timers_due_polls_without_blocking() -> None:
+    """Regression: kombu fires ten timers a turn, then polled for its one-second
+    minimum with the rest still due; a solo FIFO lane stalled on it (5 updates/s)."""
+    from kombu.asynchronous.hub import Hub
+
+    hub = Hub()
+    fired: list[int] = []
+    try:
+        for n in range(12):
+            hub.call_later(0, fired.append, n)
+        assert hub.fire_timers() == 0  # two still due: poll and come straight back
+        assert fired == list(range(10))
+        hub.fire_timers()
+        assert fired == list(range(12))
+        hub.call_later(30, fired.append, 99)
+        assert hub.fire_timers() > 1  # nothing due: the poll may wait for the next one
+    finally:
+        hub.close()
