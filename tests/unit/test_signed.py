@@ -10,10 +10,12 @@ botocore builds for the same call, both caught by a real local HTTP server.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import boto3
@@ -26,6 +28,7 @@ from botocore.exceptions import ClientError
 
 from pipeline.sqs import signed, wire
 from pipeline.sqs.signed import SignedCalls, plain_call, sign_v4
+from tests.unit.aws_stand_in import StandIn
 
 AMZ_DATE = "20261204T211500Z"
 QUEUE = "http://127.0.0.1/000000000000/orders"
@@ -33,48 +36,26 @@ QUERY_ERRORS = {"com.amazonaws.sqs#QueueDoesNotExist":
                 "AWS.SimpleQueueService.NonExistentQueue;Sender"}
 
 
-class Recorder:
-    """A local SQS stand-in: records each request; answers what `replies` says."""
+class Recorder(StandIn):
+    """A local SQS stand-in: answers what `replies` says, in turn."""
 
     def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
         self.replies: list[tuple[int, dict[str, Any]] | None] = []  # None: hang up
-        recorder = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                recorder.requests.append({"headers": {k.lower(): v for k, v in
-                                                      self.headers.items()},
-                                          "body": body, "path": self.path})
-                reply = recorder.replies.pop(0) if recorder.replies else (200, {})
-                if reply is None:
-                    self.close_connection = True
-                    self.connection.close()
-                    return
-                status, answer = reply
-                data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/x-amz-json-1.0")
-                self.send_header("Content-Length", str(len(data)))
-                if status != 200 and self.headers.get("x-amzn-query-mode") == "true":
-                    # as SQS answers a client that asks for the query-era codes
-                    self.send_header("x-amzn-query-error", QUERY_ERRORS[answer["__type"]])
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-
-    def by_botocore(self) -> list[bool]:
-        # botocore stamps every request it sends with an invocation id; ours carry none
-        return ["amz-sdk-invocation-id" in r["headers"] for r in self.requests]
+    def answer(self, handler: BaseHTTPRequestHandler) -> None:
+        reply = self.replies.pop(0) if self.replies else (200, {})
+        if reply is None:
+            handler.close_connection = True
+            handler.connection.close()
+            return
+        status, answer = reply
+        extra = {}
+        if status != 200 and handler.headers.get("x-amzn-query-mode") == "true":
+            # as SQS answers a client that asks for the query-era codes
+            extra["x-amzn-query-error"] = QUERY_ERRORS[answer["__type"]]
+        self.reply(handler, status, "application/x-amz-json-1.0", json.dumps(answer).encode(),
+                   extra)
 
 
 def _signed_headers(request: dict[str, Any]) -> str:
@@ -88,8 +69,7 @@ def recorder() -> Iterator[Recorder]:
     yield r
     while OPENED:
         OPENED.pop().close()
-    r.server.shutdown()
-    r.server.server_close()
+    r.close()
 
 
 def _client(endpoint: str, token: str | None = None) -> Any:
@@ -308,6 +288,20 @@ def test_tls_verifies_against_botocores_bundle(monkeypatch: pytest.MonkeyPatch) 
         SignedCalls._tls()
 
 
+@contextmanager
+def answering(answer: bytes) -> Iterator[signed.Connection]:
+    """A bare connection whose peer has sent `answer` and hung up."""
+    ours, theirs = socket.socketpair()
+    with theirs:
+        theirs.sendall(answer)
+        theirs.shutdown(socket.SHUT_WR)
+        conn = signed.Connection(ours)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+
 @pytest.mark.parametrize(("answer", "expected"), [
     (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", (200, b"hello", True)),
     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -321,17 +315,8 @@ def test_tls_verifies_against_botocores_bundle(monkeypatch: pytest.MonkeyPatch) 
 ])
 def test_the_bare_connection_reads_what_http_allows(answer: bytes,
                                                     expected: tuple[int, bytes, bool]) -> None:
-    import socket
-
-    ours, theirs = socket.socketpair()
-    with theirs:
-        theirs.sendall(answer)
-        theirs.shutdown(socket.SHUT_WR)
-        conn = signed.Connection(ours)
-        try:
-            assert conn.exchange(b"POST / HTTP/1.1\r\n\r\n") == expected
-        finally:
-            conn.close()
+    with answering(answer) as conn:
+        assert conn.exchange(b"POST / HTTP/1.1\r\n\r\n") == expected
     assert conn.sock is None
 
 
@@ -342,15 +327,6 @@ def test_the_bare_connection_reads_what_http_allows(answer: bytes,
 ])
 def test_an_answer_it_cannot_read_raises_for_botocore_to_take_over(answer: bytes) -> None:
     import http.client
-    import socket
 
-    ours, theirs = socket.socketpair()
-    with theirs:
-        theirs.sendall(answer)
-        theirs.shutdown(socket.SHUT_WR)
-        conn = signed.Connection(ours)
-        try:
-            with pytest.raises(http.client.HTTPException):
-                conn.exchange(b"POST / HTTP/1.1\r\n\r\n")
-        finally:
-            conn.close()
+    with answering(answer) as conn, pytest.raises(http.client.HTTPException):
+        conn.exchange(b"POST / HTTP/1.1\r\n\r\n")

@@ -4,10 +4,9 @@ answer as botocore does; anything else is botocore's to handle."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -20,6 +19,7 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from pipeline.sqs.signed import SignedSNS
+from tests.unit.aws_stand_in import StandIn
 
 TOPIC = "arn:aws:sns:eu-west-1:000000000000:dev-order-status"
 NOW = datetime(2026, 12, 4, 21, 15, tzinfo=UTC)
@@ -40,37 +40,16 @@ ENTRIES = [
 ]
 
 
-class XmlServer:
-    """A local SNS stand-in: records each request, answers (status, body) in turn."""
+class XmlServer(StandIn):
+    """A local SNS stand-in: answers (status, body) in turn."""
 
     def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
         self.replies: list[tuple[int, bytes]] = []
-        server = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                server.requests.append({"headers": {k.lower(): v for k, v in
-                                                    self.headers.items()}, "body": body})
-                status, answer = server.replies.pop(0) if server.replies else (200, OK)
-                self.send_response(status)
-                self.send_header("Content-Type", "text/xml")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-
-    def by_botocore(self) -> list[bool]:
-        return ["amz-sdk-invocation-id" in r["headers"] for r in self.requests]
+    def answer(self, handler: BaseHTTPRequestHandler) -> None:
+        status, answer = self.replies.pop(0) if self.replies else (200, OK)
+        self.reply(handler, status, "text/xml", answer)
 
 
 @pytest.fixture
@@ -83,8 +62,7 @@ def sns() -> Iterator[tuple[XmlServer, Any, SignedSNS]]:
                        now=lambda: NOW)
     yield server, client, signed
     signed.close()
-    server.server.shutdown()
-    server.server.server_close()
+    server.close()
 
 
 def test_a_batch_is_the_request_botocore_sends_and_reads_as_botocore_reads_it(
