@@ -10,17 +10,88 @@ engine made every statement of every connection go through its event dispatch
 (before/after execute, before/after cursor execute), 20 % of a transaction of
 three statements here. The write BEGIN is the dialect's `do_begin`; a reading
 connection has begun its snapshot already, which `do_begin` finds.
+
+No process forks while one of its threads is inside a SQLite transaction
+(`FORK_GUARD`): SQLite keeps each file's locks in process memory, shared by the
+process's connections, and a fork copies that memory without the locks
+themselves, so a child forked during its parent's write found the write lock
+"held" in its own process for good (every write: 'database is locked'). A
+worker's main process writes from threads (consumer liveness) while prefork
+forks replacements for killed pool processes.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy
 from sqlalchemy import Connection, Engine, event
 
+log = logging.getLogger("pipeline.store")
 SQLITE_BUSY_TIMEOUT_MS = 15_000
+
+
+class ForkGuard:
+    """Forks wait for this process's SQLite transactions to end; transactions begun
+    meanwhile wait for the fork. Transactions of different threads do not wait for
+    each other here."""
+
+    WAIT_S = SQLITE_BUSY_TIMEOUT_MS / 1000 * 2  # a transaction can wait that long to begin
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._cond = threading.Condition()
+        self._open: dict[int, int] = {}  # id(driver connection) -> thread in it
+        self.forking = False
+
+    def enter(self, connection: Any) -> None:
+        key = id(connection)
+        with self._cond:
+            if key in self._open:
+                return
+            while self.forking:
+                self._cond.wait()
+            self._open[key] = threading.get_ident()
+
+    def leave(self, connection: Any) -> None:
+        with self._cond:
+            if self._open.pop(id(connection), None) is not None and not self._open:
+                self._cond.notify_all()
+
+    def before_fork(self) -> None:
+        self._cond.acquire()  # held through the fork: no transaction begins meanwhile
+        self.forking = True
+        me = threading.get_ident()
+        deadline = time.monotonic() + self.WAIT_S
+        while any(thread != me for thread in self._open.values()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.warning("forking with %d SQLite transaction(s) still open after %.0f s; "
+                            "the child may find the database locked", len(self._open),
+                            self.WAIT_S)
+                break
+            self._cond.wait(left)
+
+    def after_fork_in_parent(self) -> None:
+        self.forking = False
+        self._cond.notify_all()
+        self._cond.release()
+
+    def after_fork_in_child(self) -> None:
+        self._reset()  # the parent's threads, and their transactions, are not here
+
+
+FORK_GUARD = ForkGuard()
+os.register_at_fork(before=FORK_GUARD.before_fork,
+                    after_in_parent=FORK_GUARD.after_fork_in_parent,
+                    after_in_child=FORK_GUARD.after_fork_in_child)
 
 
 def reading(engine: Engine) -> Connection:
@@ -30,6 +101,7 @@ def reading(engine: Engine) -> Connection:
         # a deferred snapshot, begun before SQLAlchemy's own begin (which finds it open,
         # see _begin_immediate); closing the connection rolls it back
         driver: Any = connection.connection.driver_connection
+        FORK_GUARD.enter(driver)
         driver.execute("BEGIN")
     return connection
 
@@ -38,7 +110,19 @@ def _begin_immediate(dbapi_connection: Any) -> None:
     """SQLite's write transaction: the write lock up front (see create_db_engine)."""
     driver = dbapi_connection.driver_connection
     if not driver.in_transaction:  # a reading() connection began its snapshot already
+        FORK_GUARD.enter(driver)
         driver.execute("BEGIN IMMEDIATE")
+
+
+def _guarded_end(end: Any) -> Any:
+    """The dialect's commit, rollback or close, then the transaction is over."""
+    def ended(dbapi_connection: Any) -> None:
+        try:
+            end(dbapi_connection)
+        finally:
+            FORK_GUARD.leave(getattr(dbapi_connection, "driver_connection", dbapi_connection))
+
+    return ended
 
 
 def ping(engine: Engine) -> None:
@@ -69,7 +153,11 @@ def create_db_engine(url: str) -> Engine:
 
         # WAL lets readers run beside the one writer; IMMEDIATE transactions take the
         # write lock up front, so two workers never deadlock upgrading a read lock.
-        engine.dialect.do_begin = _begin_immediate  # type: ignore[method-assign]
+        dialect: Any = engine.dialect
+        dialect.do_begin = _begin_immediate
+        dialect.do_commit = _guarded_end(dialect.do_commit)
+        dialect.do_rollback = _guarded_end(dialect.do_rollback)
+        dialect.do_close = _guarded_end(dialect.do_close)
         return engine
     return sqlalchemy.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
 
