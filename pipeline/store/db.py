@@ -89,9 +89,19 @@ class ForkGuard:
 
 
 FORK_GUARD = ForkGuard()
-os.register_at_fork(before=FORK_GUARD.before_fork,
-                    after_in_parent=FORK_GUARD.after_fork_in_parent,
-                    after_in_child=FORK_GUARD.after_fork_in_child)
+_fork_hooks = threading.Lock()
+_fork_hooks_installed = False
+
+
+def _guard_forks() -> None:
+    """Hook FORK_GUARD into os.fork, once per process, when it first opens SQLite."""
+    global _fork_hooks_installed
+    with _fork_hooks:
+        if not _fork_hooks_installed:
+            os.register_at_fork(before=FORK_GUARD.before_fork,
+                                after_in_parent=FORK_GUARD.after_fork_in_parent,
+                                after_in_child=FORK_GUARD.after_fork_in_child)
+            _fork_hooks_installed = True
 
 
 def reading(engine: Engine) -> Connection:
@@ -153,6 +163,7 @@ def create_db_engine(url: str) -> Engine:
 
         # WAL lets readers run beside the one writer; IMMEDIATE transactions take the
         # write lock up front, so two workers never deadlock upgrading a read lock.
+        _guard_forks()
         dialect: Any = engine.dialect
         dialect.do_begin = _begin_immediate
         dialect.do_commit = _guarded_end(dialect.do_commit)
