@@ -68,8 +68,12 @@ def harden() -> None:
 
 
 def main() -> None:
-    """`python -m pipeline.monitoring.flower ARGS...`: celery ARGS with Flower hardened."""
+    """`python -m pipeline.monitoring.flower ARGS...`: celery ARGS with Flower hardened
+    and its event intake batched (pipeline.monitoring.flower_feed)."""
+    from pipeline.monitoring.flower_feed import lighten
+
     harden()
+    lighten()
     from celery.bin.celery import main as celery_main
 
     sys.argv = ["celery", *sys.argv[1:]]
