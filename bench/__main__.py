@@ -17,7 +17,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import ceiling, fifo, orders, overload, profile, report, scaling, seedstyle, sql
+from bench import (
+    ceiling,
+    fifo,
+    flower_cost,
+    orders,
+    overload,
+    profile,
+    report,
+    scaling,
+    seedstyle,
+    sql,
+)
 from bench.workload import SNS_PRICE, SQS_PRICE, Load
 from config.settings import PROJECT_ROOT
 
@@ -158,8 +169,9 @@ def goal_lines(rows: list[dict[str, Any]]) -> list[str]:
         if load in on:
             loss = 1 - on[load]["ordersPerSecond"] / max(r["ordersPerSecond"], 1e-9)
             cpu = on[load]["workerCpuMsPerOrder"] / max(r["workerCpuMsPerOrder"], 1e-9)
-            goal(f"Flower on costs <= 10 % ({load})", loss <= 0.10 and cpu <= 1.10,
-                 f"throughput -{max(loss, 0):.0%}, worker CPU x{cpu:.2f}")
+            # one pair moves by more than 10 % on this box: judged on alternating pairs
+            goal(f"Flower on costs <= 10 % ({load}; one pair, judged in 'What Flower on "
+                 "costs')", None, f"throughput -{max(loss, 0):.0%}, worker CPU x{cpu:.2f}")
     traced = {r["load"]: r for r in rows if r["system"] == orders.CONFIGS["tracing-on"].name}
     for load, t in traced.items():
         if load in mine:
@@ -198,14 +210,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="small smoke run")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--only", choices=("fifo", "orders", "overload", "sql", "ceiling",
-                                           "profile", "scaling"),
+    parser.add_argument("--only", choices=("fifo", "orders", "flower", "overload", "sql",
+                                           "ceiling", "profile", "scaling"),
                         action="append", help="run only these sections")
     parser.add_argument("--system", choices=SYSTEMS, action="append",
                         help="orders: run only these systems")
+    parser.add_argument("--flower-rounds", type=int, default=None,
+                        help="flower: off/on pairs per load (full 3, quick 1)")
     args = parser.parse_args()
-    sections = set(args.only or ("fifo", "orders", "overload", "sql", "ceiling", "profile",
-                                 "scaling"))
+    sections = set(args.only or ("fifo", "orders", "flower", "overload", "sql", "ceiling",
+                                 "profile", "scaling"))
     work_dir = args.out / "work"
     started = time.monotonic()
     loads, systems, updates = plan(args.quick)
@@ -237,6 +251,12 @@ def main() -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         report.chart(rows, args.out / "bench.png")
         body += ["![throughput against latency](bench.png)", ""]
+    if "flower" in sections:
+        rounds = args.flower_rounds or (1 if args.quick else 3)
+        rows = flower_cost.section(work_dir, loads, rounds)
+        data["flowerCost"] = rows
+        body += ["## What Flower on costs: alternating pairs", "",
+                 *flower_cost.lines(rows, rounds), ""]
     if "overload" in sections:
         seconds, burst = (15.0, 150) if args.quick else (45.0, 600)
         rows = overload.section(work_dir, seconds=seconds, burst=burst)
