@@ -48,6 +48,9 @@ THREADS_POOL = "env CELERY_CUSTOM_WORKER_POOL=pipeline.worker.pool:ThreadPool "
 CONFIGS = {
     "flower-off": Config("pipeline, Flower off", events=False, flower=False, stock=False),
     "flower-on": Config("pipeline, Flower on", events=True, flower=True, stock=False),
+    # Task events and remote control on, nobody receiving: the lanes' share of Flower's cost.
+    "events-on": Config("pipeline, events on, no Flower", events=True, flower=False,
+                        stock=False),
     "stock": Config("stock Celery 5.7 defaults", events=False, flower=False, stock=True),
     "tracing-on": Config("pipeline, tracing on", events=False, flower=False, stock=False,
                          tracing=True),

@@ -8,9 +8,10 @@ against the emulator). botocore spends the difference on its event hooks,
 model-driven serialising, request objects, urllib3 and email-header parsing;
 the connection here is a bare socket (pipeline.sqs.wire), as http.client alone
 cost more than the signing. The relay's SNS PublishBatch (ten events a request)
-goes the same way (`SignedSNS`).
+goes the same way (`SignedSNS`), and so does the blocking ReceiveMessage of
+kombu's loop-less consumers: through botocore it was a third of Flower's CPU.
 
-`SignedCalls` wraps kombu's botocore client and takes over only those three
+`SignedCalls` wraps kombu's botocore client and takes over only those four
 calls, only in their plain shapes (string attributes, no binary values); every
 other call and every other shape goes to the client unchanged. Anything but a
 200 answer -- an SQS error, throttling, a refused or dropped connection -- is
@@ -18,7 +19,8 @@ sent again through botocore, so errors, retries, validation and exception types
 are botocore's own. Repeating a request that way can reach SQS twice, as
 botocore's own retries can: a second send is a duplicate the steps absorb
 (at-least-once; on FIFO queues the deduplication id drops it), a second delete
-is a no-op, a second event is one its subscribers dedupe by `eventId`. What the
+is a no-op, a receive whose answer was lost leaves its messages to come back
+after their visibility timeout, a second event is one its subscribers dedupe by `eventId`. What the
 request looks like is botocore's too: the test suite compares headers, body and
 signature with what botocore builds for the same call.
 """
@@ -35,7 +37,7 @@ from xml.etree import ElementTree
 
 from pipeline.sqs.wire import Connection, SignedClient, sign_v4
 
-__all__ = ["Connection", "SignedCalls", "SignedSNS", "plain_call", "sign_v4"]
+__all__ = ["Connection", "SignedCalls", "SignedSNS", "plain_call", "plain_receive", "sign_v4"]
 
 log = logging.getLogger("pipeline.sqs")
 
@@ -50,6 +52,10 @@ _SEND_KEYS = frozenset({"QueueUrl", "MessageBody", "DelaySeconds", "MessageAttri
 _ENTRY_KEYS = (_SEND_KEYS - {"QueueUrl"}) | {"Id"}
 _STR_KEYS = ("MessageBody", "MessageGroupId", "MessageDeduplicationId", "Id", "QueueUrl")
 _SNS_ENTRY_KEYS = frozenset({"Id", "Message", "MessageAttributes"})
+_RECEIVE_INTS = ("MaxNumberOfMessages", "WaitTimeSeconds", "VisibilityTimeout")
+_RECEIVE_NAMES = ("AttributeNames", "MessageSystemAttributeNames", "MessageAttributeNames")
+_RECEIVE_KEYS = frozenset({"QueueUrl", "ReceiveRequestAttemptId", *_RECEIVE_INTS,
+                           *_RECEIVE_NAMES})
 
 
 def _plain_attributes(value: Any) -> bool:
@@ -87,6 +93,14 @@ def plain_call(action: str, params: dict[str, Any]) -> bool:
                and all(isinstance(v, str) for v in e.values()) for e in entries)
 
 
+def plain_receive(params: dict[str, Any]) -> bool:
+    return (set(params) <= _RECEIVE_KEYS and isinstance(params.get("QueueUrl"), str)
+            and all(type(params[k]) is int for k in _RECEIVE_INTS if k in params)
+            and all(isinstance(params[k], list) and all(isinstance(n, str) for n in params[k])
+                    for k in _RECEIVE_NAMES if k in params)
+            and isinstance(params.get("ReceiveRequestAttemptId", ""), str))
+
+
 def _fallback_on_failure(action: str, send: Callable[[], tuple[int, bytes]],
                          read: Callable[[bytes], Any], fallback: Callable[[], Any]) -> Any:
     """Send by hand; anything but a readable 200 answer goes to botocore."""
@@ -105,8 +119,9 @@ def _fallback_on_failure(action: str, send: Callable[[], tuple[int, bytes]],
 
 
 class SignedCalls(SignedClient):
-    """kombu's botocore SQS client, with SendMessage, SendMessageBatch and
-    DeleteMessageBatch sent by hand (see the module's docstring)."""
+    """kombu's botocore SQS client, with SendMessage, SendMessageBatch,
+    DeleteMessageBatch and the blocking ReceiveMessage sent by hand (see the
+    module's docstring)."""
 
     service = "sqs"
 
@@ -119,6 +134,27 @@ class SignedCalls(SignedClient):
 
     def delete_message_batch(self, **params: Any) -> Any:
         return self._call("DeleteMessageBatch", params, self._client.delete_message_batch)
+
+    def receive_message(self, **params: Any) -> Any:
+        """The blocking receive (Flower's and `celery inspect`'s consumers; workers
+        receive through pipeline.sqs.receive). A message attribute's binary value is
+        base64 on the wire: an answer with attributes is read by botocore's parser."""
+        fallback = self._client.receive_message
+        if not plain_receive(params):
+            return fallback(**params)
+        return _fallback_on_failure("ReceiveMessage",
+                                    lambda: self._request("ReceiveMessage", params),
+                                    self._read_received, lambda: fallback(**params))
+
+    def _read_received(self, answer: bytes) -> dict[str, Any] | None:
+        reply = _json_object(answer)
+        if reply is None or not any(isinstance(m, dict) and "MessageAttributes" in m
+                                    for m in reply.get("Messages") or []):
+            return reply
+        model = self._client.meta.service_model.operation_model("ReceiveMessage")
+        parsed: dict[str, Any] = self._client._response_parser.parse(
+            {"status_code": 200, "headers": {}, "body": answer}, model.output_shape)
+        return parsed
 
     def _call(self, action: str, params: dict[str, Any], fallback: Callable[..., Any]) -> Any:
         if not plain_call(action, params):

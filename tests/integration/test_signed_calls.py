@@ -1,6 +1,6 @@
-"""The transport's hand-signed sends and batch deletes, through kombu's own channel
-against the emulator: what goes out by hand is what a consumer receives, an ack
-deletes by hand, and `PIPELINE_SQS_SIGNED_CALLS=false` leaves botocore alone."""
+"""The transport's hand-signed sends, receives and batch deletes, through kombu's own
+channel against the emulator: what goes out by hand is what a blocking consumer
+receives by hand, an ack deletes by hand, and `PIPELINE_SQS_SIGNED_CALLS=false` leaves botocore alone."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ParamValidationError
 
 from pipeline.sqs import signed, wire
 from pipeline.sqs.signed import SignedCalls, plain_call, sign_v4
@@ -330,3 +330,59 @@ def test_an_answer_it_cannot_read_raises_for_botocore_to_take_over(answer: bytes
 
     with answering(answer) as conn, pytest.raises(http.client.HTTPException):
         conn.exchange(b"POST / HTTP/1.1\r\n\r\n")
+
+
+def test_a_blocking_receive_is_the_request_botocore_builds(recorder: Recorder) -> None:
+    """Flower's and `celery inspect`'s consumers receive without an event loop."""
+    client = _client(recorder.endpoint)
+    params = {"QueueUrl": QUEUE, "MaxNumberOfMessages": 10, "WaitTimeSeconds": 1,
+              "MessageSystemAttributeNames": ["ApproximateReceiveCount"],
+              "MessageAttributeNames": ["All"]}
+    answer = {"Messages": [{"MessageId": "m1", "ReceiptHandle": "r1", "MD5OfBody": "x",
+                            "Body": "{\"a\": 1}",
+                            "Attributes": {"ApproximateReceiveCount": "2"}}]}
+    recorder.replies = [(200, answer)] * 2
+    theirs_reply = client.receive_message(**params)
+    ours_reply = _calls(client).receive_message(**params)
+    assert ours_reply["Messages"] == theirs_reply["Messages"] == answer["Messages"]
+    theirs, ours = recorder.requests
+    assert recorder.by_botocore() == [True, False]
+    assert json.loads(ours["body"]) == json.loads(theirs["body"])
+    assert _signed_headers(ours) == _signed_headers(theirs)
+    for header in _signed_headers(theirs).split(";"):
+        if header != "x-amz-date":
+            assert ours["headers"][header] == theirs["headers"][header], header
+
+
+def test_a_received_binary_attribute_is_decoded_as_botocore_decodes_it(
+        recorder: Recorder) -> None:
+    client = _client(recorder.endpoint)
+    answer = {"Messages": [{"MessageId": "m1", "ReceiptHandle": "r1", "MD5OfBody": "x",
+                            "Body": "b", "MessageAttributes": {
+                                "blob": {"DataType": "Binary", "BinaryValue": "AAEC/w=="},
+                                "text": {"DataType": "String", "StringValue": "v"}}}]}
+    recorder.replies = [(200, answer)] * 2
+    theirs = client.receive_message(QueueUrl=QUEUE, MessageAttributeNames=["All"])
+    ours = _calls(client).receive_message(QueueUrl=QUEUE, MessageAttributeNames=["All"])
+    assert recorder.by_botocore() == [True, False]
+    assert ours["Messages"] == theirs["Messages"]
+    assert ours["Messages"][0]["MessageAttributes"]["blob"]["BinaryValue"] == b"\x00\x01\x02\xff"
+
+
+@pytest.mark.parametrize("params", [
+    {"QueueUrl": QUEUE, "MaxNumberOfMessages": "10"},  # a string: botocore refuses it
+    {"QueueUrl": QUEUE, "MessageAttributeNames": "All"},
+    {"QueueUrl": QUEUE, "Unknown": 1},
+])
+def test_a_receive_of_another_shape_is_botocores_to_refuse(recorder: Recorder,
+                                                           params: dict[str, Any]) -> None:
+    calls = _calls(_client(recorder.endpoint))
+    with pytest.raises(ParamValidationError):
+        calls.receive_message(**params)
+    assert recorder.requests == []  # refused before anything was sent
+
+
+def test_a_receive_botocore_would_coerce_is_sent_by_botocore(recorder: Recorder) -> None:
+    recorder.replies = [(200, {})]
+    _calls(_client(recorder.endpoint)).receive_message(QueueUrl=QUEUE, WaitTimeSeconds=True)
+    assert recorder.by_botocore() == [True]
