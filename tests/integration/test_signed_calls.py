@@ -1,6 +1,7 @@
 """The transport's hand-signed sends, receives and batch deletes, through kombu's own
 channel against the emulator: what goes out by hand is what a blocking consumer
-receives by hand, an ack deletes by hand, and `PIPELINE_SQS_SIGNED_CALLS=false` leaves botocore alone."""
+receives by hand, an ack deletes by hand, and `PIPELINE_SQS_SIGNED_CALLS=false`
+leaves botocore alone."""
 
 from __future__ import annotations
 
