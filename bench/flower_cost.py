@@ -49,17 +49,18 @@ def summary(label: str, pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> d
     rate = [on["ordersPerSecond"] / max(off["ordersPerSecond"], 1e-9) for off, on in pairs]
     flower = [on["cpuMsPerOrder"].get("flower", 0.0) for _, on in pairs]
     off_cpu = [off["workerCpuMsPerOrder"] for off, _ in pairs]
+    cpu_ratio, rate_ratio = statistics.median(cpu), statistics.median(rate)
+    flower_ms = statistics.median(flower)
     return {
         "load": label, "pairs": len(pairs),
-        "cpuRatio": statistics.median(cpu), "cpuRatioMin": min(cpu), "cpuRatioMax": max(cpu),
-        "throughputLoss": max(0.0, 1 - statistics.median(rate)),
+        "cpuRatio": cpu_ratio, "cpuRatioMin": min(cpu), "cpuRatioMax": max(cpu),
+        "throughputLoss": max(0.0, 1 - rate_ratio),
         "throughputRatios": [round(r, 3) for r in rate],
-        "flowerMs": round(statistics.median(flower), 2),
-        "flowerShare": statistics.median(flower) / max(statistics.median(off_cpu), 1e-9),
+        "flowerMs": round(flower_ms, 2),
+        "flowerShare": flower_ms / max(statistics.median(off_cpu), 1e-9),
         "offCpuMs": [round(c, 2) for c in off_cpu],
         "onCpuMs": [round(on["workerCpuMsPerOrder"], 2) for _, on in pairs],
-        "met": statistics.median(cpu) <= 1 + TARGET
-        and 1 - statistics.median(rate) <= TARGET,
+        "met": cpu_ratio <= 1 + TARGET and 1 - rate_ratio <= TARGET,
     }
 
 

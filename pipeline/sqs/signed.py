@@ -20,9 +20,9 @@ are botocore's own. Repeating a request that way can reach SQS twice, as
 botocore's own retries can: a second send is a duplicate the steps absorb
 (at-least-once; on FIFO queues the deduplication id drops it), a second delete
 is a no-op, a receive whose answer was lost leaves its messages to come back
-after their visibility timeout, a second event is one its subscribers dedupe by `eventId`. What the
-request looks like is botocore's too: the test suite compares headers, body and
-signature with what botocore builds for the same call.
+after their visibility timeout, a second event is one its subscribers dedupe by
+`eventId`. What the request looks like is botocore's too: the test suite
+compares headers, body and signature with what botocore builds for the same call.
 """
 
 from __future__ import annotations

@@ -74,10 +74,13 @@ def end_orders(pipeline: Pipeline, order_ids: list[str]) -> None:
                message="every order ended")
 
 
+AUTHORIZE_STEP = next(step.name for step in SAGA if step.task is Task.AUTHORIZE)
+
+
 def authorization_finished(store: Any, order_id: str) -> bool:
     """The order's payment step ran to its end (whatever the order did next)."""
-    step = next(s.name for s in SAGA if s.task is Task.AUTHORIZE)
-    return any(row.step == step and row.outcome == "ok" for row in store.timeline(order_id))
+    return any(row.step == AUTHORIZE_STEP and row.outcome == "ok"
+               for row in store.timeline(order_id))
 
 
 def check_shutdown(pipeline: Pipeline, worker: Any, order_ids: list[str]) -> None:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from pipeline.monitoring.flower_feed import EventFeed, lighten
+from pipeline.testing import wait_until
 
 
 class Loop:
@@ -94,11 +94,12 @@ def test_events_put_while_the_loop_drains_are_never_stranded() -> None:
         p.start()
     for p in producers:
         p.join()
-    deadline = time.monotonic() + 60
-    while len(handled) < 8000 and time.monotonic() < deadline:
-        time.sleep(0.01)  # polling for the final state, with a deadline
-    stop.set()
-    runner.join()
+    try:
+        wait_until(lambda: len(handled) >= 8000, timeout=60, interval=0.01,
+                   message="every event handled")
+    finally:
+        stop.set()
+        runner.join()
     assert sorted(handled) == sorted((t, n) for t in range(4) for n in range(2000))
     for t in range(4):
         assert [n for tt, n in handled if tt == t] == list(range(2000))
