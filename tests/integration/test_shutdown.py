@@ -1,11 +1,10 @@
-"""SIGTERM: running steps finish, received-but-unstarted messages are released at
-once, nothing is lost."""
+"""SIGTERM: running steps finish, received-but-unstarted messages are released (made
+visible again, not left to their visibility timeout), nothing is lost."""
 
 from __future__ import annotations
 
 import os
 import signal
-import time
 from itertools import pairwise
 from typing import Any
 
@@ -93,13 +92,14 @@ def check_shutdown(pipeline: Pipeline, worker: Any, order_ids: list[str]) -> Non
                message="the worker holding most messages")
     os.killpg(worker.process.pid, signal.SIGTERM)
     worker.process.wait(60)
-    stopped = time.monotonic()
 
-    # At most one long poll's wait (PIPELINE_WAIT_TIME_SECONDS=10) plus slack.
-    visible, _ = wait_until(
-        lambda: (c := queue_counts(pipeline, "payments"))[1] == 0 and c, timeout=12,
-        message="no message left invisible after the worker exited")
-    assert time.monotonic() - stopped < 12
+    # Read once, the moment the worker has exited: its release (ChangeMessageVisibility 0)
+    # was answered before it exited, so a held message is visible now. kombu's own
+    # restore hides it for wait_time_seconds (10 s) and a message nobody hands back
+    # stays invisible for payments' 600 s visibility timeout: either is still
+    # invisible here. No clock: the order of events decides.
+    visible, invisible = queue_counts(pipeline, "payments")
+    assert invisible == 0, f"{invisible} message(s) left invisible after the worker exited"
     authorized = sum(authorization_finished(store, i) for i in order_ids)
     assert authorized >= 1, "no running step was allowed to finish"
     assert authorized + visible >= len(order_ids), (authorized, visible)
