@@ -22,10 +22,8 @@ forks replacements for killed pool processes.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -36,12 +34,6 @@ from sqlalchemy import Connection, Engine, event
 
 log = logging.getLogger("pipeline.store")
 SQLITE_BUSY_TIMEOUT_MS = 15_000
-# Waits between tries for the write lock. SQLite's own busy handler sleeps 1, 2, 5,
-# 10, 15, 20, 25, 25, 25, 50, 50 and then 100 ms between tries, far longer than a
-# write holds the lock here: in a burst of 600 orders the orders lane's pool processes
-# spent 35-45 % of their wall time in BEGIN IMMEDIATE, and with these waits the
-# system's CPUs went from 84-87 % busy to 90-93 % (5 alternating pairs).
-WRITE_LOCK_WAITS_S = (0.0001, 0.0002, 0.0005, 0.001, 0.002)
 
 
 class ForkGuard:
@@ -129,30 +121,7 @@ def _begin_immediate(dbapi_connection: Any) -> None:
     driver = dbapi_connection.driver_connection
     if not driver.in_transaction:  # a reading() connection began its snapshot already
         FORK_GUARD.enter(driver)
-        take_write_lock(driver)
-
-
-def take_write_lock(driver: Any, timeout_s: float = SQLITE_BUSY_TIMEOUT_MS / 1000) -> None:
-    """BEGIN IMMEDIATE, tried again after short waits (WRITE_LOCK_WAITS_S) while
-    another connection writes, for up to `timeout_s`. The connection's busy timeout
-    stays for every other statement (a reader meeting a WAL recovery, a migration)."""
-    driver.execute("PRAGMA busy_timeout=0")
-    try:
-        deadline = None
-        for attempt in itertools.count():
-            try:
-                driver.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as error:
-                if error.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:  # extended codes too
-                    raise
-                now = time.monotonic()
-                deadline = deadline or now + timeout_s
-                if now >= deadline:
-                    raise
-            time.sleep(WRITE_LOCK_WAITS_S[min(attempt, len(WRITE_LOCK_WAITS_S) - 1)])
-    finally:
-        driver.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        driver.execute("BEGIN IMMEDIATE")
 
 
 def _guarded_end(end: Any) -> Any:
