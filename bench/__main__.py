@@ -28,6 +28,7 @@ from bench import (
     scaling,
     seedstyle,
     sql,
+    versus,
 )
 from bench.workload import SNS_PRICE, SQS_PRICE, Load
 from config.settings import PROJECT_ROOT
@@ -210,16 +211,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="small smoke run")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--only", choices=("fifo", "orders", "flower", "overload", "sql",
-                                           "ceiling", "profile", "scaling"),
+    parser.add_argument("--only", choices=("fifo", "orders", "versus", "flower", "overload",
+                                           "sql", "ceiling", "profile", "scaling"),
                         action="append", help="run only these sections")
     parser.add_argument("--system", choices=SYSTEMS, action="append",
                         help="orders: run only these systems")
     parser.add_argument("--flower-rounds", type=int, default=None,
                         help="flower: off/on pairs per load (full 3, quick 1)")
+    parser.add_argument("--versus-rounds", type=int, default=None,
+                        help="versus: pipeline/seed-style pairs at the burst (full 5, quick 1)")
     args = parser.parse_args()
-    sections = set(args.only or ("fifo", "orders", "flower", "overload", "sql", "ceiling",
-                                 "profile", "scaling"))
+    sections = set(args.only or ("fifo", "orders", "versus", "flower", "overload", "sql",
+                                 "ceiling", "profile", "scaling"))
     work_dir = args.out / "work"
     started = time.monotonic()
     loads, systems, updates = plan(args.quick)
@@ -251,6 +254,13 @@ def main() -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         report.chart(rows, args.out / "bench.png")
         body += ["![throughput against latency](bench.png)", ""]
+    if "versus" in sections:
+        rounds = args.versus_rounds or (1 if args.quick else 5)
+        row = versus.section(work_dir, loads[-1], rounds)
+        data["versus"] = row
+        if row is not None:
+            body += ["## The burst against the seed-style consumers: alternating pairs", "",
+                     *versus.lines(row, rounds), ""]
     if "flower" in sections:
         rounds = args.flower_rounds or (1 if args.quick else 3)
         rows = flower_cost.section(work_dir, loads, rounds)

@@ -1,0 +1,100 @@
+"""The pipeline against the seed-style consumers, from alternating pairs at one load.
+
+Issue #16's headline target is a ratio: the pipeline's burst throughput at least
+1.5x the seed-style consumers'. One pair cannot judge it on this shared box: the
+same configuration ran at 35.5 to 47.4 orders/s in consecutive bursts on
+2026-12-07, while the two systems differ by far less. Here the two run back to back
+`rounds` times, alternating which goes first, and each ratio is judged on its
+median across pairs, with every pair's figures shown beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from pathlib import Path
+from typing import Any
+
+from bench import orders, seedstyle
+from bench.workload import Load
+
+PIPELINE = "flower-off"
+TARGET = 1.5  # issue #16: burst throughput >= 1.5x the seed-style consumers'
+CPUS = len(os.sched_getaffinity(0))
+
+
+def _run(work_dir: Path, system: str, load: Load) -> dict[str, Any]:
+    if system == "seed":
+        return seedstyle.scenario(work_dir, load)
+    return orders.scenario(work_dir, PIPELINE, load)
+
+
+def section(work_dir: Path, load: Load, rounds: int) -> dict[str, Any] | None:
+    runs: dict[str, list[dict[str, Any]]] = {"pipeline": [], "seed": []}
+    for n in range(rounds):
+        for system in ("pipeline", "seed") if n % 2 == 0 else ("seed", "pipeline"):
+            try:
+                runs[system].append(_run(work_dir, system, load))
+            except Exception as error:  # reported; the rest goes on
+                print(f"  versus {system} {load.label}: FAILED {error}", flush=True)
+    pairs = list(zip(runs["pipeline"], runs["seed"], strict=False))
+    if not pairs:
+        return None
+    row = summary(load.label, pairs)
+    print(f"  versus {load.label}: throughput x{row['throughputRatio']:.2f} "
+          f"({row['throughputRatioMin']:.2f}-{row['throughputRatioMax']:.2f}), all CPU "
+          f"x{row['allCpuRatio']:.2f}, worker CPU x{row['workerCpuRatio']:.2f}", flush=True)
+    return row
+
+
+def _busy(run: dict[str, Any]) -> float:
+    """Share of the box's CPUs the whole system used while it ran."""
+    return float(run["ordersPerSecond"] * run["allCpuMsPerOrder"]) / 1000 / CPUS
+
+
+def summary(label: str, pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
+    def ratios(key: str) -> list[float]:
+        return [mine[key] / max(seed[key], 1e-9) for mine, seed in pairs]
+
+    rate, all_cpu, worker = (ratios("ordersPerSecond"), ratios("allCpuMsPerOrder"),
+                             ratios("workerCpuMsPerOrder"))
+    return {
+        "load": label, "pairs": len(pairs),
+        "throughputRatio": statistics.median(rate),
+        "throughputRatioMin": min(rate), "throughputRatioMax": max(rate),
+        "allCpuRatio": statistics.median(all_cpu),
+        "workerCpuRatio": statistics.median(worker),
+        "runs": [{"pipeline": _figures(mine), "seed": _figures(seed)} for mine, seed in pairs],
+        "met": statistics.median(rate) >= TARGET,
+    }
+
+
+def _figures(run: dict[str, Any]) -> dict[str, float]:
+    return {"ordersPerSecond": run["ordersPerSecond"],
+            "workerCpuMsPerOrder": run["workerCpuMsPerOrder"],
+            "allCpuMsPerOrder": run["allCpuMsPerOrder"], "cpusBusy": round(_busy(run), 3)}
+
+
+def lines(row: dict[str, Any], rounds: int) -> list[str]:
+    out = [
+        f"{rounds} pairs at {row['load']}, alternating which runs first: the pipeline as the "
+        "Procfile runs it (Flower off) and the seed-style boto3 consumers. Ratios are "
+        "pipeline / seed-style, judged on the median pair; CPUs busy: orders/s x all CPU "
+        f"per order over the box's {CPUS} CPUs.", "",
+        "| pair | pipeline orders/s | seed-style orders/s | throughput ratio | pipeline "
+        "all CPU ms/order | seed-style all CPU ms/order | pipeline CPUs busy | seed-style "
+        "CPUs busy |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for n, pair in enumerate(row["runs"], 1):
+        mine, seed = pair["pipeline"], pair["seed"]
+        out.append(f"| {n} | {mine['ordersPerSecond']} | {seed['ordersPerSecond']} | "
+                   f"{mine['ordersPerSecond'] / max(seed['ordersPerSecond'], 1e-9):.2f} | "
+                   f"{mine['allCpuMsPerOrder']} | {seed['allCpuMsPerOrder']} | "
+                   f"{mine['cpusBusy']:.0%} | {seed['cpusBusy']:.0%} |")
+    out += ["", f"Median: throughput x{row['throughputRatio']:.2f} (pairs "
+            f"{row['throughputRatioMin']:.2f}-{row['throughputRatioMax']:.2f}), all CPU per "
+            f"order x{row['allCpuRatio']:.2f}, worker CPU per order "
+            f"x{row['workerCpuRatio']:.2f}. Target >= {TARGET}x: "
+            f"{'met' if row['met'] else 'NOT met'}."]
+    return out
