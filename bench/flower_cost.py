@@ -11,11 +11,13 @@ its own (its CPU per order is measured directly, whatever the box does).
 
 from __future__ import annotations
 
+import functools
 import statistics
 from pathlib import Path
 from typing import Any
 
 from bench import orders
+from bench.harness import alternating_pairs
 from bench.workload import Load
 
 TARGET = 0.10  # issue #16: Flower on costs <= 10 % at every load
@@ -24,15 +26,9 @@ TARGET = 0.10  # issue #16: Flower on costs <= 10 % at every load
 def section(work_dir: Path, loads: list[Load], rounds: int) -> list[dict[str, Any]]:
     rows = []
     for load in loads:
-        runs: dict[str, list[dict[str, Any]]] = {"flower-off": [], "flower-on": []}
-        for n in range(rounds):
-            order = ("flower-off", "flower-on") if n % 2 == 0 else ("flower-on", "flower-off")
-            for key in order:
-                try:
-                    runs[key].append(orders.scenario(work_dir, key, load))
-                except Exception as error:  # reported; the rest goes on
-                    print(f"  flower cost {key} {load.label}: FAILED {error}", flush=True)
-        pairs = list(zip(runs["flower-off"], runs["flower-on"], strict=False))
+        pairs = alternating_pairs(
+            {key: functools.partial(orders.scenario, work_dir, key, load)
+             for key in ("flower-off", "flower-on")}, rounds, f"flower cost {load.label}")
         if not pairs:
             continue
         row = summary(load.label, pairs)

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,3 +170,19 @@ def describe(line: ProcLine) -> str:
     keep = [a for a in args if a.startswith(("-P", "-c", "--prefetch")) or a.isdigit()
             or a in ("solo", "threads", "prefork")]
     return " ".join(keep)
+
+
+def alternating_pairs(runs: dict[str, Callable[[], dict[str, Any]]], rounds: int,
+                      label: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """`rounds` pairs of the two scenarios in `runs`, back to back, alternating which runs
+    first (one pair cannot judge a ratio on this shared box); a failed run is reported
+    and its pair dropped, the rest goes on."""
+    first, second = runs
+    results: dict[str, list[dict[str, Any]]] = {first: [], second: []}
+    for n in range(rounds):
+        for key in (first, second) if n % 2 == 0 else (second, first):
+            try:
+                results[key].append(runs[key]())
+            except Exception as error:  # reported in the run's output
+                print(f"  {key} {label}: FAILED {error}", flush=True)
+    return list(zip(results[first], results[second], strict=False))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import orders, seedstyle
+from bench.harness import alternating_pairs
 from bench.workload import Load
 
 PIPELINE = "flower-off"
@@ -23,21 +24,10 @@ TARGET = 1.5  # issue #16: burst throughput >= 1.5x the seed-style consumers'
 CPUS = len(os.sched_getaffinity(0))
 
 
-def _run(work_dir: Path, system: str, load: Load) -> dict[str, Any]:
-    if system == "seed":
-        return seedstyle.scenario(work_dir, load)
-    return orders.scenario(work_dir, PIPELINE, load)
-
-
 def section(work_dir: Path, load: Load, rounds: int) -> dict[str, Any] | None:
-    runs: dict[str, list[dict[str, Any]]] = {"pipeline": [], "seed": []}
-    for n in range(rounds):
-        for system in ("pipeline", "seed") if n % 2 == 0 else ("seed", "pipeline"):
-            try:
-                runs[system].append(_run(work_dir, system, load))
-            except Exception as error:  # reported; the rest goes on
-                print(f"  versus {system} {load.label}: FAILED {error}", flush=True)
-    pairs = list(zip(runs["pipeline"], runs["seed"], strict=False))
+    pairs = alternating_pairs(
+        {"pipeline": lambda: orders.scenario(work_dir, PIPELINE, load),
+         "seed": lambda: seedstyle.scenario(work_dir, load)}, rounds, f"versus {load.label}")
     if not pairs:
         return None
     row = summary(load.label, pairs)
@@ -62,6 +52,7 @@ def summary(label: str, pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> d
         "load": label, "pairs": len(pairs),
         "throughputRatio": statistics.median(rate),
         "throughputRatioMin": min(rate), "throughputRatioMax": max(rate),
+        "throughputRatios": [round(r, 3) for r in rate],
         "allCpuRatio": statistics.median(all_cpu),
         "workerCpuRatio": statistics.median(worker),
         "runs": [{"pipeline": _figures(mine), "seed": _figures(seed)} for mine, seed in pairs],
@@ -86,10 +77,11 @@ def lines(row: dict[str, Any], rounds: int) -> list[str]:
         "CPUs busy |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for n, pair in enumerate(row["runs"], 1):
+    for n, (pair, ratio) in enumerate(zip(row["runs"], row["throughputRatios"],
+                                          strict=True), 1):
         mine, seed = pair["pipeline"], pair["seed"]
         out.append(f"| {n} | {mine['ordersPerSecond']} | {seed['ordersPerSecond']} | "
-                   f"{mine['ordersPerSecond'] / max(seed['ordersPerSecond'], 1e-9):.2f} | "
+                   f"{ratio:.2f} | "
                    f"{mine['allCpuMsPerOrder']} | {seed['allCpuMsPerOrder']} | "
                    f"{mine['cpusBusy']:.0%} | {seed['cpusBusy']:.0%} |")
     out += ["", f"Median: throughput x{row['throughputRatio']:.2f} (pairs "

@@ -38,3 +38,21 @@ def test_the_report_shows_every_pair_and_the_verdict() -> None:
     assert "NOT met" in text
     busy = 45 * 36 / 1000 / versus.CPUS
     assert f"| {busy:.0%} |" in text
+
+
+def test_pairs_alternate_which_runs_first_and_a_failed_run_drops_its_pair() -> None:
+    from bench.harness import alternating_pairs
+
+    ran: list[str] = []
+
+    def scenario(key: str, fail_at: int | None = None) -> Any:
+        def go() -> dict[str, Any]:
+            ran.append(key)
+            if len(ran) == fail_at:
+                raise RuntimeError("the box fell over")
+            return {"key": key, "n": len(ran)}
+        return go
+
+    pairs = alternating_pairs({"a": scenario("a"), "b": scenario("b", fail_at=3)}, 3, "x")
+    assert ran == ["a", "b", "b", "a", "a", "b"]  # b's run 3 failed; the rounds went on
+    assert [(a["n"], b["n"]) for a, b in pairs] == [(1, 2), (4, 6)]
