@@ -4,11 +4,14 @@ decides, and exactly one is told "accepted"; what the store reads back is typed
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -76,6 +79,28 @@ def test_insert_once_skips_only_a_duplicate_key_and_a_broken_row_still_raises(
     # A savepoint round a plain INSERT took any IntegrityError for "exists".
     with pytest.raises(IntegrityError), any_store.engine.begin() as conn:
         insert_once(conn, t.leases, {**row, "name": f"x-{row['name']}", "holder": None})
+
+
+def test_insert_once_on_sqlite_loads_no_other_dialect(tmp_path: Path) -> None:
+    """Regression: the first insert_once in a SQLite process imported SQLAlchemy's
+    PostgreSQL dialect too (~17 ms of CPU in each pool process's first orders)."""
+    probe = (
+        "import sys\n"
+        "from datetime import UTC, datetime\n"
+        "from pipeline.store import schema as t\n"
+        "from pipeline.store.db import create_db_engine\n"
+        "from pipeline.store.prepared import insert_once\n"
+        f"engine = create_db_engine('sqlite:///{tmp_path / 'probe.db'}')\n"
+        "t.leases.create(engine)  # not the migrations: alembic loads every dialect\n"
+        "row = {'name': 'probe', 'holder': 'a', 'until': datetime.now(UTC)}\n"
+        "with engine.begin() as conn:\n"
+        "    assert insert_once(conn, t.leases, row) is True\n"
+        "print(sorted(m for m in sys.modules if m.startswith('sqlalchemy.dialects.')))\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True)
+    loaded = done.stdout.strip().splitlines()[-1]
+    assert "sqlalchemy.dialects.sqlite" in loaded
+    assert "sqlalchemy.dialects.postgresql" not in loaded, loaded
 
 
 def test_the_same_document_twice_is_one_order(any_store: Store) -> None:
