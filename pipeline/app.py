@@ -140,6 +140,14 @@ def _warm_in_process_pool(sender: Any = None, **_: Any) -> None:
 
 
 @worker_ready.connect
+def _warm_events(sender: Any = None, **_: Any) -> None:
+    # The sender is the Consumer; its event loop, which flushes events, starts next.
+    from pipeline.worker.warmup import warm_events
+
+    warm_events(sender)
+
+
+@worker_ready.connect
 def _watch_the_consumer(sender: Any = None, **_: Any) -> None:
     # A consumer that stopped receiving exits non-zero (pipeline.sqs.liveness).
     from pipeline.runtime import get_runtime
