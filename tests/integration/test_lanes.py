@@ -86,6 +86,26 @@ def test_every_lane_finds_its_events_topic_before_it_consumes(
                    message=f"the {lane} lane to log that it found its events topic")
 
 
+def test_warming_the_events_leaves_the_topic_found_for_the_first_flush(
+        pipeline: Pipeline) -> None:
+    """What the lanes' log line above stands for: after warm_events, the dispatcher's
+    channel knows the topic, so the first flush creates no client and looks up
+    nothing. (Declaring the exchange, tried first, does not: on SQS it touches no SNS.)"""
+    from types import SimpleNamespace
+
+    from pipeline.worker.warmup import warm_events
+
+    with app.connection_for_write() as connection:
+        dispatcher = app.events.Dispatcher(connection, enabled=True)
+        try:
+            fanout = dispatcher.producer.channel.fanout
+            assert dispatcher.exchange.name not in fanout._topic_arn_cache
+            assert warm_events(SimpleNamespace(event_dispatcher=dispatcher)) is not None
+            assert dispatcher.exchange.name in fanout._topic_arn_cache
+        finally:
+            dispatcher.close()
+
+
 def test_every_lane_reports_a_recent_receive_on_each_of_its_queues(pipeline: Pipeline) -> None:
     """The consumer watchdog's figures (pipeline_consumer_last_receive_age_seconds):
     a live lane's last receive is never older than a few long polls. Regression: the
