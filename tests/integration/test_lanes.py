@@ -75,14 +75,14 @@ def test_every_lane_finds_its_events_topic_before_it_consumes(
     """Regression: a lane's first event flush (a heartbeat, with Flower off) built
     kombu's SNS client and found the topic on the consumer's loop, ~170 ms of CPU
     among the first orders. The worker process does it when it is ready."""
-    def declared(lane: str) -> bool:
+    def found(lane: str) -> bool:
         log = (pipeline.log_dir / f"{lane}.log").read_text(errors="replace")
         worker = pipeline.lanes.live(lane).process.pid
         return re.search(rf"process {worker} events topic found in \d+ ms", log) \
             is not None
 
     for lane in WORKER_LANES:
-        wait_until(lambda lane=lane: declared(lane), timeout=30,
+        wait_until(lambda lane=lane: found(lane), timeout=30,
                    message=f"the {lane} lane to log that it found its events topic")
 
 
