@@ -32,6 +32,9 @@ MAX_SQS_DELAY_S = 900  # DelaySeconds' limit
 # rollback (serialization failure, deadlock), insufficient resources, operator
 # intervention (admin shutdown).
 TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57")
+# ... and single codes of other classes: a lock wait that ran out (lock_timeout, see
+# pipeline.store.db) and a session ended for idling in its transaction.
+TRANSIENT_SQLSTATES = ("55P03", "25P03")
 TRANSIENT_SQLITE_MESSAGES = ("database is locked", "database table is locked", "busy")
 
 
@@ -101,7 +104,8 @@ def is_transient_database_error(error: BaseException) -> bool:
         return True
     original = error.orig
     sqlstate = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
-    if isinstance(sqlstate, str) and sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES:
+    if isinstance(sqlstate, str) and (sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES
+                                      or sqlstate in TRANSIENT_SQLSTATES):
         return True
     text = str(original).lower()
     if type(original).__module__.startswith("sqlite3"):

@@ -34,6 +34,15 @@ from sqlalchemy import Connection, Engine, event
 
 log = logging.getLogger("pipeline.store")
 SQLITE_BUSY_TIMEOUT_MS = 15_000
+# PostgreSQL sessions wait as long for a row lock as SQLite's writers for the file;
+# a statement or an open, idle transaction (a wedged process still holding its row
+# locks) is cut off after a minute. Each ends in an error the retry policy calls
+# transient (pipeline.retry), so a step waits in bounded attempts, visibly, never
+# for good inside one delivery.
+POSTGRES_LOCK_TIMEOUT_MS = SQLITE_BUSY_TIMEOUT_MS
+POSTGRES_STATEMENT_TIMEOUT_MS = 60_000
+POSTGRES_IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000
+POSTGRES_CONNECT_TIMEOUT_S = 10
 
 
 class ForkGuard:
@@ -141,7 +150,8 @@ def ping(engine: Engine) -> None:
         connection.execute(sqlalchemy.text("SELECT 1"))
 
 
-def create_db_engine(url: str) -> Engine:
+def create_db_engine(url: str, *, lock_timeout_ms: int = POSTGRES_LOCK_TIMEOUT_MS) -> Engine:
+    """An engine for `url`; `lock_timeout_ms` bounds PostgreSQL's row-lock waits (0: none)."""
     # sqlalchemy.create_engine looked up at call time: tracing (pipeline.tracing) wraps it.
     if url.startswith("sqlite"):
         path = url.removeprefix("sqlite:///")
@@ -170,7 +180,22 @@ def create_db_engine(url: str) -> Engine:
         dialect.do_rollback = _guarded_end(dialect.do_rollback)
         dialect.do_close = _guarded_end(dialect.do_close)
         return engine
-    return sqlalchemy.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    return sqlalchemy.create_engine(
+        url, pool_pre_ping=True, pool_size=5, max_overflow=5,
+        connect_args=_postgres_session(url, lock_timeout_ms))
+
+
+def _postgres_session(url: str, lock_timeout_ms: int) -> dict[str, Any]:
+    """libpq connection arguments: bounded waits, then whatever the URL's own `options`
+    say (a later `-c` wins, so a URL can still set any of them)."""
+    waits = (f"-c lock_timeout={lock_timeout_ms} "
+             f"-c statement_timeout={POSTGRES_STATEMENT_TIMEOUT_MS} "
+             f"-c idle_in_transaction_session_timeout={POSTGRES_IDLE_IN_TRANSACTION_TIMEOUT_MS}")
+    own = sqlalchemy.engine.make_url(url).query.get("options")
+    if isinstance(own, tuple):
+        own = " ".join(own)
+    return {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S,
+            "options": f"{waits} {own}" if own else waits}
 
 
 def create_schema(engine: Engine) -> None:

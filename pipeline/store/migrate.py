@@ -51,7 +51,14 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to `revision` (idempotent)."""
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
+            # A second upgrader waits for the first however long it takes, and a
+            # migration's statements may outlast the minute a step's may (db.py);
+            # its DDL keeps the session's lock timeout, so it never queues every
+            # worker behind a lock it cannot get.
+            conn.execute(text("SET LOCAL statement_timeout = 0"))
+            conn.execute(text("SET LOCAL lock_timeout = 0"))
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_ID})
+            conn.execute(text("SET LOCAL lock_timeout TO DEFAULT"))
         config = _config(conn)
         tables = set(inspect(conn).get_table_names())
         if "orders" in tables and "alembic_version" not in tables:

@@ -25,6 +25,18 @@ def operational(message: str) -> OperationalError:
     return OperationalError("SELECT 1", {}, sqlite3.OperationalError(message))
 
 
+class PostgresError(Exception):
+    """What psycopg raises, as far as the decision reads it: a SQLSTATE."""
+
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(f"SQLSTATE {sqlstate}")
+        self.sqlstate = sqlstate
+
+
+def postgres(sqlstate: str) -> OperationalError:
+    return OperationalError("UPDATE stock", {}, PostgresError(sqlstate))
+
+
 @pytest.mark.parametrize(("error", "attempt", "can_defer", "expected"), [
     (InvalidTaskArguments("forged"), 1, True, GiveUp),
     (GatewayUnavailable("503"), 1, True, Retry),
@@ -34,6 +46,12 @@ def operational(message: str) -> OperationalError:
     (CircuitOpen("gateway", 3.0), 2, False, GiveUp),
     (operational("database is locked"), 1, True, Retry),
     (operational("no such table: orders"), 1, True, Crash),  # a bug, not weather
+    (postgres("55P03"), 1, False, Retry),  # lock_timeout: another session holds the row
+    (postgres("25P03"), 1, True, Retry),  # our idle transaction was ended
+    (postgres("40P01"), 1, True, Retry),  # deadlock
+    (postgres("57014"), 1, True, Retry),  # statement_timeout
+    (postgres("55000"), 1, True, Crash),  # object not in prerequisite state: not weather
+    (postgres("42P01"), 1, True, Crash),  # undefined table: a bug
     (ValueError("a bug"), 1, True, Crash),
     (RecursionError("deep"), 1, True, Crash),
 ])

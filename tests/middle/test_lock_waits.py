@@ -1,0 +1,142 @@
+"""A step that waits on a row lock gives up the wait and is retried; it never waits forever.
+
+On PostgreSQL a transaction left open by anyone (an operator's psql session, a wedged
+process) held its row locks with no bound: a step needing one of those rows waited
+inside its delivery for good, its message kept invisible by the visibility keeper and
+its pool slot taken, and each re-drive of the order joined the queue behind it. The
+engine now gives every session a lock timeout (like SQLite's busy timeout), a statement
+timeout and an idle-in-transaction timeout; a lock wait that runs out is a transient
+error, so the step is retried in place with backoff and the order goes on once the
+lock is gone.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from config.topology import Task
+from pipeline.domain import OrderStatus
+from pipeline.ops.audit import audit
+from pipeline.store import Store, create_db_engine, create_schema
+from pipeline.store.migrate import _LOCK_ID, current_revision, head_revision, upgrade
+from pipeline.testing import postgres_database, postgres_reachable, wait_until
+from tests.fixtures import POSTGRES_ADMIN_URL
+from tests.middle.conftest import Harness
+
+HANG_DETECTOR_S = 120  # no answer by then: the step is waiting on the lock for good
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    why = postgres_reachable(POSTGRES_ADMIN_URL)
+    if why:
+        pytest.skip(f"PostgreSQL not reachable ({why})")
+    with postgres_database(POSTGRES_ADMIN_URL) as url:
+        yield url
+
+
+def in_thread(call: Any) -> tuple[threading.Thread, list[Any]]:
+    answer: list[Any] = []
+
+    def run() -> None:
+        try:
+            answer.append(call())
+        except BaseException as error:  # reported by the test, not lost in the thread
+            answer.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, answer
+
+
+def test_a_step_waiting_on_a_locked_row_is_retried_and_the_order_completes(
+        postgres_url: str) -> None:
+    store = Store(create_db_engine(postgres_url, lock_timeout_ms=300))
+    create_schema(store.engine)
+    harness = Harness(store)
+    order_id = harness.submit(lines=[("A", 2)])
+    harness.run_until(order_id, OrderStatus.RESERVING)
+    sku = f"{harness.tag}-A"
+
+    blocker = create_engine(postgres_url)
+    held = blocker.connect()
+    try:
+        transaction = held.begin()  # left open, as by a forgotten psql session
+        held.execute(text("SELECT available FROM stock WHERE sku = :sku FOR UPDATE"),
+                     {"sku": sku})
+        thread, answer = in_thread(lambda: harness.deliver(Task.APPLY_LINE))
+        thread.join(HANG_DETECTOR_S)
+        waited_for_good = thread.is_alive()
+        transaction.rollback()
+    finally:
+        held.close()
+        blocker.dispose()
+    thread.join(HANG_DETECTOR_S)
+
+    assert not waited_for_good, "the line waited on the locked stock row with no bound"
+    assert answer == ["retry"]
+    assert store.status(order_id) is OrderStatus.RESERVING
+    harness.drain()
+    assert store.status(order_id) is OrderStatus.COMPLETED
+    (level,) = [row for row in store.stock_levels() if row.sku == sku]
+    assert (level.available, level.reserved, level.shipped) == (48, 0, 2)
+    report = audit(store, order_ids=[order_id])
+    assert report.clean, report.violations
+    store.engine.dispose()
+
+
+def test_sessions_are_given_bounded_waits_and_keep_the_urls_own_options(
+        postgres_url: str) -> None:
+    engine = create_db_engine(postgres_url + "?options=-c%20application_name%3Dmine")
+    try:
+        with engine.connect() as conn:
+            shown = {name: conn.execute(text(f"SHOW {name}")).scalar_one() for name in (
+                "lock_timeout", "statement_timeout", "idle_in_transaction_session_timeout",
+                "application_name")}
+    finally:
+        engine.dispose()
+    assert shown == {"lock_timeout": "15s", "statement_timeout": "1min",
+                     "idle_in_transaction_session_timeout": "1min",
+                     "application_name": "mine"}
+
+
+def waiting_upgrades(engine: Any) -> int:
+    """Sessions waiting over a second for an advisory lock (read outside any open
+    transaction: pg_stat_activity is a snapshot within one)."""
+    with engine.connect() as conn:
+        return int(conn.execute(text(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+            "WHERE l.locktype = 'advisory' AND NOT l.granted "
+            "AND clock_timestamp() - a.query_start > interval '1 second'")).scalar_one())
+
+
+def test_a_second_schema_upgrade_waits_for_the_first_past_the_lock_timeout(
+        postgres_url: str) -> None:
+    """Two `pipeline provision` runs at once: the second waits on the first's advisory
+    lock for as long as the first's migrations take, not for a step's lock timeout."""
+    engine = create_db_engine(postgres_url, lock_timeout_ms=200)
+    first = create_engine(postgres_url)
+    held = first.connect()
+    try:
+        transaction = held.begin()  # the first upgrader, mid-migration
+        held.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_ID})
+        thread, answer = in_thread(lambda: upgrade(engine))
+        # Waiting, and for five times the lock timeout (state, not a sleep: the
+        # server's own clock on the waiting query).
+        wait_until(lambda: answer or waiting_upgrades(first), timeout=HANG_DETECTOR_S,
+                   message="the second upgrade waiting on the first")
+        waiting = not answer
+        transaction.rollback()
+    finally:
+        held.close()
+        first.dispose()
+    thread.join(HANG_DETECTOR_S)
+    assert waiting, f"the second upgrade ended while the first held the lock: {answer}"
+    assert answer == [None]
+    assert current_revision(engine) == head_revision()
+    engine.dispose()
