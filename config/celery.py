@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from kombu.entity import Exchange, Queue
 
-from config.settings import AWS_USER_AGENT, Settings
+from config.settings import AWS_USER_AGENT, STEP_KILL_GRACE_S, Settings
 from config.topology import EVENT_EXCHANGE, EVENT_QUEUE_PREFIX, QUEUES, TASK_QUEUE, Task
 
 # SQS system attributes every task can read from its request (sequence number
@@ -99,6 +99,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_on_failure": False,
         "task_acks_on_timeout": False,
         "task_reject_on_worker_lost": True,
+        # A wedged step must not hold its pool slot (and, through the visibility
+        # keeper, its message) for good: soft limit -> retried (tasks.base); the hard
+        # limit kills a prefork process and rejects its message with requeue.
+        "task_soft_time_limit": settings.step_time_limit_s,
+        "task_time_limit": settings.step_time_limit_s + STEP_KILL_GRACE_S,
         "worker_prefetch_multiplier": settings.prefetch_multiplier,
         "task_queues": task_queues(),
         "task_default_queue": "orders",

@@ -30,6 +30,11 @@ def _package_version() -> str:
         return "0+unknown"
 
 
+# Between a step's soft time limit and the kill of its prefork process: time to roll
+# back, record the failure and hand the message back (tasks.base).
+STEP_KILL_GRACE_S = 5
+
+
 # Every botocore client (kombu's and ours) sends this fixed User-Agent. Left to
 # itself botocore rebuilds the header from ~40 components on every request, twice:
 # 13 % of a SendMessage's CPU and 9 % of a receive + batch delete, measured here
@@ -80,6 +85,13 @@ class Settings(BaseSettings):
     wait_time_seconds: int = Field(default=LONG_POLL_S, ge=0, le=20)
     polling_interval: float = Field(default=0.01, ge=0, le=10)
     prefetch_multiplier: int = Field(default=16, ge=1, le=64)
+    step_time_limit_s: int = Field(default=300, ge=1, le=43_200, description=(
+        "A step still running this long is stopped: Celery's soft time limit raises "
+        "inside it and the step is retried with backoff, as any transient failure; "
+        f"{STEP_KILL_GRACE_S} s later a prefork lane kills the process (a step wedged "
+        "where no exception reaches it) and its message comes back at once. Threads "
+        "lanes (payments, priority) cannot stop a thread: their calls' own timeouts "
+        "bound them."))
     visibility_cap_s: int | None = Field(default=None, ge=5, le=43_200, description=(
         "Caps every queue's visibility timeout (test and chaos environments, where a "
         "dead worker's messages should come back in seconds); unset in production."))

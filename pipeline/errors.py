@@ -24,6 +24,7 @@ __all__ = [
     "ProvisioningError",
     "RetryableError",
     "SettingsError",
+    "StepOverran",
     "StoreUnavailable",
 ]
 
@@ -57,6 +58,10 @@ class BrokerUnavailable(RetryableError):
 
 class GatewayUnavailable(RetryableError):
     """The payment gateway or carrier did not answer in time."""
+
+
+class StepOverran(RetryableError):
+    """A step ran past its time limit (PIPELINE_STEP_TIME_LIMIT_S) and was stopped."""
 
 
 class StoreUnavailable(RetryableError):

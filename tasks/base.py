@@ -18,6 +18,11 @@ there); this class applies those decisions to the SQS message it was given:
 * Crash (any other exception: a bug, a poison message): not acked; SQS
   redelivers it after its visibility timeout and the redrive policy moves it
   to the DLQ after maxReceiveCount receives.
+* Overran (PIPELINE_STEP_TIME_LIMIT_S): Celery's soft time limit raised inside
+  the step is a transient failure, retried as above. A step that the exception
+  cannot reach is killed with its prefork process a few seconds later; Celery
+  rejects its message with requeue (task_acks_on_timeout off), so it is back on
+  its queue at once, one receive used.
 """
 
 from __future__ import annotations
@@ -30,11 +35,11 @@ from typing import Any
 
 import celery
 from celery import Task
-from celery.exceptions import Reject
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 
 from config.topology import Task as TaskName
 from pipeline import steps, tracing
-from pipeline.errors import InvalidTaskArguments
+from pipeline.errors import InvalidTaskArguments, StepOverran
 from pipeline.keys import dead_letter_id
 from pipeline.retry import Defer, GiveUp, Retry, RetryPolicy
 from pipeline.runtime import Runtime, get_runtime
@@ -51,6 +56,15 @@ if not celery.__version__.startswith(CELERY_SERIES):
                       f"found {celery.__version__}")
 
 __all__ = ["OrderStep", "RetryPolicy"]
+
+
+def overran(task: TaskName, error: Exception, limit_s: int) -> Exception:
+    """Celery's soft time limit, raised inside a step, as the transient failure it is
+    to the retry decision (which knows no Celery)."""
+    if isinstance(error, SoftTimeLimitExceeded):
+        return StepOverran(f"{task.value} ran past its time limit of {limit_s} s "
+                           "(PIPELINE_STEP_TIME_LIMIT_S)")
+    return error
 
 
 class OrderStep(Task):
@@ -113,7 +127,8 @@ class OrderStep(Task):
                 result = steps.attempt(ctx, task, args)
         except Reject:
             raise
-        except Exception as error:
+        except Exception as raised:
+            error = overran(task, raised, rt.settings.step_time_limit_s)
             decision = steps.handle_failure(
                 ctx, task, args, error, policy=self.retry,
                 max_attempts=self.max_attempts(delivery), can_defer=delivery.can_defer)
