@@ -17,6 +17,7 @@ from pipeline.cli.doctor import doctor
 from pipeline.cli.monitor import MONITORING_COMMANDS
 from pipeline.cli.stock import stock
 from pipeline.errors import REPORTED, PipelineError
+from pipeline.retry import is_transient_database_error
 
 
 class _Group(click.Group):
@@ -25,6 +26,14 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except REPORTED as error:
             _fail(str(error))
+        except Exception as error:
+            # A locked or unreachable database is weather, not a bug: say so, once.
+            if not is_transient_database_error(error):
+                raise
+            cause = getattr(error, "orig", None) or error
+            first = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+            _fail(f"the database did not answer: {first}. The failed statement changed "
+                  "nothing; try again (`pipeline doctor` checks the database)")
 
 
 @click.group(cls=_Group)

@@ -20,11 +20,11 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, inspect, text
 
-__all__ = ["FIRST_REVISION", "current_revision", "head_revision", "upgrade"]
+__all__ = ["FIRST_REVISION", "UPGRADE_LOCK_ID", "current_revision", "head_revision", "upgrade"]
 
 FIRST_REVISION = "0001"
 MIGRATIONS = Path(__file__).with_name("migrations")
-_LOCK_ID = 0x0D0E_0001  # pg_advisory_xact_lock key of the schema upgrade
+UPGRADE_LOCK_ID = 0x0D0E_0001  # pg_advisory_xact_lock key of the schema upgrade
 
 
 def _config(connection: Connection) -> Config:
@@ -57,7 +57,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
             # worker behind a lock it cannot get.
             conn.execute(text("SET LOCAL statement_timeout = 0"))
             conn.execute(text("SET LOCAL lock_timeout = 0"))
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_ID})
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": UPGRADE_LOCK_ID})
             conn.execute(text("SET LOCAL lock_timeout TO DEFAULT"))
         config = _config(conn)
         tables = set(inspect(conn).get_table_names())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -23,8 +24,8 @@ from config.topology import Task
 from pipeline.domain import OrderStatus
 from pipeline.ops.audit import audit
 from pipeline.store import Store, create_db_engine, create_schema
-from pipeline.store.migrate import _LOCK_ID, current_revision, head_revision, upgrade
-from pipeline.testing import postgres_database, postgres_reachable, wait_until
+from pipeline.store.migrate import UPGRADE_LOCK_ID, current_revision, head_revision, upgrade
+from pipeline.testing import postgres_database, postgres_reachable, run_cli, wait_until
 from tests.fixtures import POSTGRES_ADMIN_URL
 from tests.middle.conftest import Harness
 
@@ -124,7 +125,7 @@ def test_a_second_schema_upgrade_waits_for_the_first_past_the_lock_timeout(
     held = first.connect()
     try:
         transaction = held.begin()  # the first upgrader, mid-migration
-        held.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_ID})
+        held.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": UPGRADE_LOCK_ID})
         thread, answer = in_thread(lambda: upgrade(engine))
         # Waiting, and for five times the lock timeout (state, not a sleep: the
         # server's own clock on the waiting query).
@@ -140,3 +141,27 @@ def test_a_second_schema_upgrade_waits_for_the_first_past_the_lock_timeout(
     assert answer == [None]
     assert current_revision(engine) == head_revision()
     engine.dispose()
+
+
+def test_the_command_line_reports_a_lock_it_waited_out_and_changes_nothing(
+        postgres_url: str) -> None:
+    """An operator's `pipeline stock set` behind a locked row: a message saying what
+    happened and to try again (exit 2, as every reported error), not a traceback."""
+    store = Store(create_db_engine(postgres_url))
+    create_schema(store.engine)
+    store.set_stock("SKU-HELD", 5, price=Decimal("2.00"))
+    blocker = create_engine(postgres_url)
+    try:
+        with blocker.begin() as held:
+            held.execute(text("SELECT available FROM stock WHERE sku = 'SKU-HELD' FOR UPDATE"))
+            done = run_cli({"PIPELINE_DATABASE_URL": postgres_url
+                            + "?options=-c%20lock_timeout%3D300"},
+                           "stock", "set", "SKU-HELD", "9", timeout=HANG_DETECTOR_S)
+    finally:
+        blocker.dispose()
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "lock timeout" in done.stderr and "try again" in done.stderr, done.stderr
+    (level,) = [row for row in store.stock_levels() if row.sku == "SKU-HELD"]
+    assert level.available == 5
+    store.engine.dispose()
