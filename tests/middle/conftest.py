@@ -96,12 +96,18 @@ def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]
         yield store
         store.engine.dispose()
         return
+    store = Store(create_db_engine(request.getfixturevalue("postgres_url")))
+    create_schema(store.engine)
+    yield store
+    store.engine.dispose()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test (skipped when unreachable)."""
     why = postgres_reachable(POSTGRES_ADMIN_URL)
     if why:
         pytest.skip(f"PostgreSQL not reachable ({why})")
     with postgres_database(POSTGRES_ADMIN_URL) as url:
-        store = Store(create_db_engine(url))
-        create_schema(store.engine)
-        yield store
-        store.engine.dispose()
+        yield url
 

@@ -12,12 +12,11 @@ lock is gone.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
-import pytest
 from sqlalchemy import create_engine, text
 
 from config.topology import Task
@@ -25,34 +24,20 @@ from pipeline.domain import OrderStatus
 from pipeline.ops.audit import audit
 from pipeline.store import Store, create_db_engine, create_schema
 from pipeline.store.migrate import UPGRADE_LOCK_ID, current_revision, head_revision, upgrade
-from pipeline.testing import postgres_database, postgres_reachable, run_cli, wait_until
-from tests.fixtures import POSTGRES_ADMIN_URL
+from pipeline.testing import run_cli, wait_until
 from tests.middle.conftest import Harness
 
+T = TypeVar("T")
 HANG_DETECTOR_S = 120  # no answer by then: the step is waiting on the lock for good
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    why = postgres_reachable(POSTGRES_ADMIN_URL)
-    if why:
-        pytest.skip(f"PostgreSQL not reachable ({why})")
-    with postgres_database(POSTGRES_ADMIN_URL) as url:
-        yield url
-
-
-def in_thread(call: Any) -> tuple[threading.Thread, list[Any]]:
-    answer: list[Any] = []
-
-    def run() -> None:
-        try:
-            answer.append(call())
-        except BaseException as error:  # reported by the test, not lost in the thread
-            answer.append(error)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, answer
+def in_thread(call: Callable[[], T]) -> Future[T]:
+    """`call` on a thread of its own: the test holds the lock meanwhile."""
+    pool = ThreadPoolExecutor(1)
+    try:
+        return pool.submit(call)
+    finally:
+        pool.shutdown(wait=False)  # the thread runs on; the test waits on the future
 
 
 def test_a_step_waiting_on_a_locked_row_is_retried_and_the_order_completes(
@@ -70,17 +55,15 @@ def test_a_step_waiting_on_a_locked_row_is_retried_and_the_order_completes(
         transaction = held.begin()  # left open, as by a forgotten psql session
         held.execute(text("SELECT available FROM stock WHERE sku = :sku FOR UPDATE"),
                      {"sku": sku})
-        thread, answer = in_thread(lambda: harness.deliver(Task.APPLY_LINE))
-        thread.join(HANG_DETECTOR_S)
-        waited_for_good = thread.is_alive()
+        delivered = in_thread(lambda: harness.deliver(Task.APPLY_LINE))
+        waited_for_good = not wait([delivered], HANG_DETECTOR_S).done
         transaction.rollback()
     finally:
         held.close()
         blocker.dispose()
-    thread.join(HANG_DETECTOR_S)
 
     assert not waited_for_good, "the line waited on the locked stock row with no bound"
-    assert answer == ["retry"]
+    assert delivered.result(HANG_DETECTOR_S) == "retry"
     assert store.status(order_id) is OrderStatus.RESERVING
     harness.drain()
     assert store.status(order_id) is OrderStatus.COMPLETED
@@ -126,19 +109,19 @@ def test_a_second_schema_upgrade_waits_for_the_first_past_the_lock_timeout(
     try:
         transaction = held.begin()  # the first upgrader, mid-migration
         held.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": UPGRADE_LOCK_ID})
-        thread, answer = in_thread(lambda: upgrade(engine))
+        upgraded = in_thread(lambda: upgrade(engine))
         # Waiting, and for five times the lock timeout (state, not a sleep: the
         # server's own clock on the waiting query).
-        wait_until(lambda: answer or waiting_upgrades(first), timeout=HANG_DETECTOR_S,
-                   message="the second upgrade waiting on the first")
-        waiting = not answer
+        wait_until(lambda: upgraded.done() or waiting_upgrades(first),
+                   timeout=HANG_DETECTOR_S, message="the second upgrade waiting on the first")
+        waiting = not upgraded.done()
         transaction.rollback()
     finally:
         held.close()
         first.dispose()
-    thread.join(HANG_DETECTOR_S)
-    assert waiting, f"the second upgrade ended while the first held the lock: {answer}"
-    assert answer == [None]
+    assert waiting, ("the second upgrade ended while the first held the lock: "
+                     f"{upgraded.exception()}")
+    assert upgraded.result(HANG_DETECTOR_S) is None
     assert current_revision(engine) == head_revision()
     engine.dispose()
 
