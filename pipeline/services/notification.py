@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pipeline.notifications")
 
+# Reasons about the customer's own order (its document, card, stock, address) are
+# quoted to them. A failed order's reason is an internal fault (an exception, a
+# task name) and a cancellation's is an operator's note or a revoked task id: those
+# stay on the order for operators, and the customer gets plain words.
 TEMPLATES: dict[OrderStatus, tuple[str, str]] = {
     OrderStatus.COMPLETED: ("order_shipped", "Your order {id} has shipped."),
     OrderStatus.REJECTED: ("order_rejected", "We could not accept order {id}: {reasons}."),
@@ -34,8 +38,9 @@ TEMPLATES: dict[OrderStatus, tuple[str, str]] = {
     OrderStatus.OUT_OF_STOCK: ("out_of_stock",
                                "Order {id} is cancelled, items are out of stock: {reasons}."),
     OrderStatus.SHIPPING_FAILED: ("shipping_failed", "We could not ship order {id}: {reasons}."),
-    OrderStatus.CANCELLED: ("order_cancelled", "Order {id} was cancelled: {reasons}."),
-    OrderStatus.FAILED: ("order_failed", "Order {id} could not be completed: {reasons}."),
+    OrderStatus.CANCELLED: ("order_cancelled", "Order {id} was cancelled."),
+    OrderStatus.FAILED: ("order_failed", "Order {id} could not be completed because of a "
+                                         "problem on our side. We are sorry."),
 }
 
 
