@@ -20,9 +20,10 @@ there); this class applies those decisions to the SQS message it was given:
   to the DLQ after maxReceiveCount receives.
 * Overran (PIPELINE_STEP_TIME_LIMIT_S): Celery's soft time limit raised inside
   the step is a transient failure, retried as above. A step that the exception
-  cannot reach is killed with its prefork process a few seconds later; Celery
-  rejects its message with requeue (task_acks_on_timeout off), so it is back on
-  its queue at once, one receive used.
+  cannot reach is killed with its prefork process a few seconds later; the
+  worker's main process then decides on the kill the same way (StepRequest):
+  retried in place with backoff, or given up with its reasons on the last attempt.
+  The limits are the worker's own, whatever its sender stamped into the message.
 """
 
 from __future__ import annotations
@@ -36,7 +37,10 @@ from typing import Any
 import celery
 from celery import Task
 from celery.exceptions import Reject, SoftTimeLimitExceeded
+from celery.worker import state as worker_state
+from celery.worker.request import Request
 
+from config.settings import STEP_KILL_GRACE_S
 from config.topology import Task as TaskName
 from pipeline import steps, tracing
 from pipeline.errors import InvalidTaskArguments, StepOverran
@@ -55,7 +59,7 @@ if not celery.__version__.startswith(CELERY_SERIES):
     raise ImportError(f"tasks.base was written for celery {CELERY_SERIES}x (request.chain), "
                       f"found {celery.__version__}")
 
-__all__ = ["OrderStep", "RetryPolicy"]
+__all__ = ["OrderStep", "RetryPolicy", "StepRequest"]
 
 
 def overran(task: TaskName, error: Exception, limit_s: int) -> Exception:
@@ -67,6 +71,39 @@ def overran(task: TaskName, error: Exception, limit_s: int) -> Exception:
     return error
 
 
+# What the worker's main process made of a step killed at its hard time limit.
+RETRIED, DEAD_LETTERED = "retried", "dead-lettered"
+
+
+class StepRequest(Request):
+    """A step's request in the worker.
+
+    Its time limits are this worker's (PIPELINE_STEP_TIME_LIMIT_S): Celery would
+    take the ones its sender stamped into the message, and a producer's settings
+    would decide a lane's limits. A kill at the hard limit is decided on like any
+    failure of the step (OrderStep.killed); Celery alone would requeue the message
+    at once, and after its last receive SQS would move it to the DLQ without a
+    reason, its order waiting for good (the reconciler's re-drive killed the same
+    way)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.time_limits = (None, None)  # the task's own: this worker's configuration
+        self.after_kill: str | None = None
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        if not soft and not worker_state.should_terminate:
+            self.after_kill = self.task.killed(self, timeout)
+        super().on_timeout(soft, timeout)  # its log line, hooks and event; then reject()
+
+    def reject(self, requeue: bool = False) -> None:
+        if self.after_kill == DEAD_LETTERED:
+            self.acknowledge()
+            return
+        # retried: its visibility is the backoff now; a requeue would undo that
+        super().reject(requeue=requeue and self.after_kill != RETRIED)
+
+
 class OrderStep(Task):
     """A workflow step: arguments in, pipeline.steps does the work, SQS is told the outcome."""
 
@@ -74,6 +111,7 @@ class OrderStep(Task):
     acks_late = True
     typing = True
     retry = RetryPolicy()
+    Request = StepRequest
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.request.called_directly:
@@ -90,8 +128,9 @@ class OrderStep(Task):
         return super().__call__(*args, **kwargs)
 
     # --- the delivery -------------------------------------------------------
-    def delivery(self) -> Delivery:
-        return Delivery.of(self.request, get_runtime().settings.queue_prefix)
+    def delivery(self, request: Any = None) -> Delivery:
+        """This delivery (`request`: a worker Request's context, outside the step)."""
+        return Delivery.of(request or self.request, get_runtime().settings.queue_prefix)
 
     def max_attempts(self, delivery: Delivery) -> int:
         if self.retry.max_attempts is not None:
@@ -143,6 +182,42 @@ class OrderStep(Task):
             return None
         steps.after(ctx, task, args, result)
         return args[0] if args else None
+
+    def killed(self, request: StepRequest, limit_s: float) -> str | None:
+        """Decide on an attempt killed at the hard time limit, in the worker's main
+        process (the step's own is gone): RETRIED, DEAD_LETTERED, or None when no
+        decision could be applied (Celery then requeues the message)."""
+        try:
+            rt = get_runtime()
+            task = TaskName(self.name)
+            delivery = self.delivery(request._context)
+            args = tuple(request.args or ())
+            max_attempts = self.max_attempts(delivery)
+            started = (datetime.fromtimestamp(request.time_start, UTC)
+                       if request.time_start else datetime.now(UTC))
+            ctx = rt.step_context(attempt=delivery.attempt,
+                                  final_attempt=delivery.attempt >= max_attempts,
+                                  worker=request.hostname or "", sequence=delivery.sequence,
+                                  started=started)
+            error = StepOverran(f"{task.value} was killed at its hard time limit of "
+                                f"{limit_s:g} s (PIPELINE_STEP_TIME_LIMIT_S + "
+                                f"{STEP_KILL_GRACE_S} s)")
+            decision = steps.handle_failure(ctx, task, args, error, policy=self.retry,
+                                            max_attempts=max_attempts, can_defer=False)
+            if isinstance(decision, Retry) and delivery.receipt and delivery.queue_url:
+                rt.sqs.change_message_visibility(QueueUrl=delivery.queue_url,
+                                                 ReceiptHandle=delivery.receipt,
+                                                 VisibilityTimeout=decision.delay_s)
+                log.warning("%s[%s] attempt %d: %s; retrying in %ss", self.name, request.id,
+                            delivery.attempt, decision.reason, decision.delay_s)
+                return RETRIED
+            if isinstance(decision, GiveUp) and delivery.body is not None:
+                self.dead_letter(rt, delivery, task, args, error, decision)
+                return DEAD_LETTERED
+        except Exception:  # the kill must still be reported and the message requeued
+            log.exception("%s[%s]: could not decide on the kill at the time limit; "
+                          "the message is requeued", self.name, request.id)
+        return None
 
     def _kept_invisible(self, rt: Runtime, delivery: Delivery) -> AbstractContextManager[None]:
         spec = delivery.spec

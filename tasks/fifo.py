@@ -52,8 +52,8 @@ class FifoStep(OrderStep):
     abstract = True
     Strategy = "tasks.fifo:group_serial"
 
-    def delivery(self) -> Delivery:
-        return without_handbacks(super().delivery(), get_runtime().store.engine)
+    def delivery(self, request: Any = None) -> Delivery:
+        return without_handbacks(super().delivery(request), get_runtime().store.engine)
 
 
 def without_handbacks(delivery: Delivery, engine: Any) -> Delivery:
