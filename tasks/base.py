@@ -204,12 +204,7 @@ class OrderStep(Task):
                                 f"{STEP_KILL_GRACE_S} s)")
             decision = steps.handle_failure(ctx, task, args, error, policy=self.retry,
                                             max_attempts=max_attempts, can_defer=False)
-            if isinstance(decision, Retry) and delivery.receipt and delivery.queue_url:
-                rt.sqs.change_message_visibility(QueueUrl=delivery.queue_url,
-                                                 ReceiptHandle=delivery.receipt,
-                                                 VisibilityTimeout=decision.delay_s)
-                log.warning("%s[%s] attempt %d: %s; retrying in %ss", self.name, request.id,
-                            delivery.attempt, decision.reason, decision.delay_s)
+            if isinstance(decision, Retry) and self._back_off(rt, delivery, decision, request.id):
                 return RETRIED
             if isinstance(decision, GiveUp) and delivery.body is not None:
                 self.dead_letter(rt, delivery, task, args, error, decision)
@@ -227,13 +222,20 @@ class OrderStep(Task):
                                   rt.settings.visibility(spec))
 
     def _retry_in_place(self, rt: Runtime, delivery: Delivery, decision: Retry) -> None:
-        if delivery.receipt and delivery.queue_url:
-            rt.sqs.change_message_visibility(QueueUrl=delivery.queue_url,
-                                             ReceiptHandle=delivery.receipt,
-                                             VisibilityTimeout=decision.delay_s)
-        log.warning("%s[%s] attempt %d: %s; retrying in %ss", self.name, self.request.id,
-                    delivery.attempt, decision.reason, decision.delay_s)
+        self._back_off(rt, delivery, decision, self.request.id)
         raise Reject(f"retry in {decision.delay_s}s: {decision.reason}", requeue=False)
+
+    def _back_off(self, rt: Runtime, delivery: Delivery, decision: Retry,
+                  task_id: str | None) -> bool:
+        """Hide the message for the backoff; False when there is no SQS delivery."""
+        log.warning("%s[%s] attempt %d: %s; retrying in %ss", self.name, task_id,
+                    delivery.attempt, decision.reason, decision.delay_s)
+        if not (delivery.receipt and delivery.queue_url):
+            return False
+        rt.sqs.change_message_visibility(QueueUrl=delivery.queue_url,
+                                         ReceiptHandle=delivery.receipt,
+                                         VisibilityTimeout=decision.delay_s)
+        return True
 
     def _defer(self, rt: Runtime, delivery: Delivery, decision: Defer) -> None:
         rt.sqs.send_message(QueueUrl=delivery.queue_url, MessageBody=delivery.body,
