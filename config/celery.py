@@ -101,7 +101,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         # A wedged step must not hold its pool slot (and, through the visibility
         # keeper, its message) for good: soft limit -> retried (tasks.base); the hard
-        # limit kills a prefork process and rejects its message with requeue.
+        # limit kills a prefork process and the kill is retried or given up like any
+        # failure (tasks.base.StepRequest, which also ignores a sender's stamped limits).
         "task_soft_time_limit": settings.step_time_limit_s,
         "task_time_limit": settings.step_time_limit_s + STEP_KILL_GRACE_S,
         "worker_prefetch_multiplier": settings.prefetch_multiplier,

@@ -89,7 +89,8 @@ class Settings(BaseSettings):
         "A step still running this long is stopped: Celery's soft time limit raises "
         "inside it and the step is retried with backoff, as any transient failure; "
         f"{STEP_KILL_GRACE_S} s later a prefork lane kills the process (a step wedged "
-        "where no exception reaches it) and its message comes back at once. Threads "
+        "where no exception reaches it), and the kill is retried or given up the same "
+        "way. Each worker's own setting decides for the steps it runs. Threads "
         "lanes (payments, priority) cannot stop a thread: their calls' own timeouts "
         "bound them."))
     visibility_cap_s: int | None = Field(default=None, ge=5, le=43_200, description=(

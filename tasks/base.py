@@ -138,12 +138,14 @@ class OrderStep(Task):
         spec = delivery.spec
         return spec.attempts if spec else 1
 
-    def context(self, rt: Runtime, delivery: Delivery) -> steps.StepContext:
+    def context(self, rt: Runtime, delivery: Delivery, request: Any = None,
+                **extra: Any) -> steps.StepContext:
+        request = request or self.request
         return rt.step_context(attempt=delivery.attempt,
                                final_attempt=delivery.attempt >= self.max_attempts(delivery),
-                               worker=self.request.hostname or "",
-                               sequence=delivery.sequence,
-                               in_chain=bool(self.request.chain), stop_chain=self.stop_chain)
+                               worker=request.hostname or "", sequence=delivery.sequence,
+                               in_chain=bool(request.chain), stop_chain=self.stop_chain,
+                               **extra)
 
     # --- running it -----------------------------------------------------------
     def execute(self, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> Any:
@@ -190,20 +192,18 @@ class OrderStep(Task):
         try:
             rt = get_runtime()
             task = TaskName(self.name)
-            delivery = self.delivery(request._context)
+            context = request._context
+            delivery = self.delivery(context)
             args = tuple(request.args or ())
-            max_attempts = self.max_attempts(delivery)
             started = (datetime.fromtimestamp(request.time_start, UTC)
                        if request.time_start else datetime.now(UTC))
-            ctx = rt.step_context(attempt=delivery.attempt,
-                                  final_attempt=delivery.attempt >= max_attempts,
-                                  worker=request.hostname or "", sequence=delivery.sequence,
-                                  started=started)
+            ctx = self.context(rt, delivery, context, started=started)
             error = StepOverran(f"{task.value} was killed at its hard time limit of "
                                 f"{limit_s:g} s (PIPELINE_STEP_TIME_LIMIT_S + "
                                 f"{STEP_KILL_GRACE_S} s)")
             decision = steps.handle_failure(ctx, task, args, error, policy=self.retry,
-                                            max_attempts=max_attempts, can_defer=False)
+                                            max_attempts=self.max_attempts(delivery),
+                                            can_defer=False)
             if isinstance(decision, Retry) and self._back_off(rt, delivery, decision, request.id):
                 return RETRIED
             if isinstance(decision, GiveUp) and delivery.body is not None:
