@@ -15,6 +15,8 @@ over SNS are in pipeline.sqs.broadcast; here:
 * Inside pipeline.sqs.batching.sends_batched, new messages go out in SendMessageBatch.
 * A busy worker waits for several free prefetch slots before it receives
   (pipeline.sqs.prefetch), so a receive brings several messages.
+* The hot calls go signed by hand (pipeline.sqs.signed): SQS sends, receives
+  and batch deletes, and the SNS Publish of events and broadcasts.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import threading
 import time
 from typing import Any
 
-import boto3
 import kombu
 from botocore.exceptions import (
     ClientError,
@@ -33,11 +34,11 @@ from botocore.exceptions import (
 from kombu.transport import SQS, virtual
 from vine import promise
 
-from config.celery import SIGNED_CALLS_OPTION
 from pipeline.errors import FifoGroupMissing
 from pipeline.sqs import batching, liveness, prefetch, signed
 from pipeline.sqs.acks import ACK_BATCH_WINDOW_S, BatchedAcks
 from pipeline.sqs.broadcast import BroadcastChannel
+from pipeline.sqs.clients import SignedClients
 from pipeline.sqs.eventloop import run_soon
 from pipeline.sqs.receive import SignedReceives
 from pipeline.worker import intake
@@ -63,7 +64,7 @@ _clients: dict[tuple[Any, ...], Any] = {}
 _clients_lock = threading.Lock()
 
 
-class Channel(BatchedAcks, BroadcastChannel):
+class Channel(SignedClients, BatchedAcks, BroadcastChannel):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._init_acks()
         self._putting = threading.local()  # .new: this thread is putting a new message
@@ -138,27 +139,6 @@ class Channel(BatchedAcks, BroadcastChannel):
                 client = _clients[key] = super()._new_boto_client(
                     service, region, access_key_id, secret_access_key, session_token, config)
         return client
-
-    def _signed(self, client: Any) -> Any:
-        if not self.transport_options.get(SIGNED_CALLS_OPTION) or self.predefined_queues:
-            return client  # per-queue clients and STS roles stay kombu's alone
-        wrapped: signed.SignedCalls | None = self.__dict__.get("_signed_calls")
-        if wrapped is None or wrapped.client is not client:
-            if self.__dict__.get("_no_credentials"):
-                return client  # looked up once: botocore will say so, as it always did
-            # the credentials kombu gives boto3: the broker URL's keys, else the chain
-            session = boto3.Session(aws_access_key_id=self.conninfo.userid or None,
-                                    aws_secret_access_key=self.conninfo.password or None,
-                                    region_name=self.region)
-            credentials = session.get_credentials()
-            if credentials is None:
-                self.__dict__["_no_credentials"] = True
-                return client
-            if wrapped is not None:  # kombu made a new client: the old one's sockets go
-                wrapped.close()
-            wrapped = self.__dict__["_signed_calls"] = signed.SignedCalls(
-                client, credentials.get_frozen_credentials)
-        return wrapped
 
     # --- nothing on a queue can kill a worker -----------------------------------
     def _prepare_json_payload(self, text: str) -> Any:
@@ -347,9 +327,7 @@ class Channel(BatchedAcks, BroadcastChannel):
     def close(self) -> None:
         if any(self._acks.values()):
             self.flush_acks()
-        wrapped = self.__dict__.pop("_signed_calls", None)
-        if wrapped is not None:
-            wrapped.close()
+        self._close_signed()
         super().close()
 
     # --- no long poll left behind on shutdown -------------------------------

@@ -5,6 +5,7 @@ leaves botocore alone."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -16,8 +17,9 @@ from kombu import Connection, Exchange, Queue
 
 from config.celery import celery_config
 from config.settings import Settings
+from config.topology import EVENT_EXCHANGE, EVENT_QUEUE_PREFIX
 from pipeline.sqs.emulator import Emulator
-from pipeline.sqs.signed import SignedCalls
+from pipeline.sqs.signed import SignedCalls, SignedSNS
 from pipeline.testing import wait_until
 
 pytestmark = pytest.mark.integration
@@ -105,3 +107,33 @@ def test_channels_of_a_process_share_one_botocore_client(conn: Connection) -> No
     finally:
         first.close()
         second.close()
+
+
+@pytest.mark.parametrize("conn", [True], indirect=True)
+def test_a_fanout_publish_goes_by_hand_and_reaches_every_bound_queue(conn: Connection) -> None:
+    """Events and remote-control broadcasts are SNS publishes (kombu's fanout): a
+    lane's once-a-second batch of task events goes signed by hand too."""
+    channel = conn.default_channel
+    exchange = Exchange(EVENT_EXCHANGE, type="topic")
+    monitors = [Queue(f"{EVENT_QUEUE_PREFIX}.probe-{uuid.uuid4().hex[:8]}", exchange,
+                      routing_key="#") for _ in range(2)]
+    received: list[tuple[str, Any]] = []
+
+    def on_message(body: Any, message: Any) -> None:
+        received.append((message.delivery_info["routing_key"], body))
+        message.ack()
+
+    with conn.Consumer(monitors, callbacks=[on_message], accept=["json"]):  # subscribes
+        assert isinstance(channel.fanout.get_client(), SignedSNS)
+        long_batch = [{"type": "task-succeeded", "n": n, "note": "100% & more; é"}
+                      for n in range(300)]  # a long body: the fast form encoding
+        conn.Producer(channel).publish(long_batch, exchange=exchange, routing_key="task.multi",
+                                       declare=[exchange], serializer="json")
+
+        def both_arrived() -> bool:
+            with contextlib.suppress(TimeoutError):
+                conn.drain_events(timeout=1)
+            return len(received) >= 2
+
+        wait_until(both_arrived, timeout=30, message="the batch in both monitors' queues")
+    assert [body for _, body in received] == [long_batch, long_batch]

@@ -16,7 +16,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ParamValidationError
 
 from pipeline.sqs.signed import SignedSNS
 from tests.unit.aws_stand_in import StandIn
@@ -127,3 +127,63 @@ def test_other_shapes_are_left_to_botocore(sns: tuple[XmlServer, Any, SignedSNS]
     server, _, signed = sns
     signed.publish_batch(TopicArn=TOPIC, PublishBatchRequestEntries=entries)
     assert server.by_botocore() == [True]
+
+
+# --- Publish: the lanes' events and remote control over SNS fanout (kombu's SNS.publish)
+PUBLISHED = (b'<PublishResponse xmlns="http://sns.amazonaws.com/doc/2010-03-31/">'
+             b"<PublishResult><MessageId>m-7</MessageId></PublishResult>"
+             b"<ResponseMetadata><RequestId>r-7</RequestId></ResponseMetadata>"
+             b"</PublishResponse>")
+# kombu's envelope around a batch of events: long, JSON punctuation, base64's + / =
+ENVELOPE = ('{"body": "' + "eJzt/Q+9a=" * 400 + '", "content-encoding": "utf-8", '
+            '"headers": {"hostname": "orders@box 1", "note": "100% & more;"}, '
+            '"properties": {"delivery_mode": 1, "priority": 0}}')
+ATTRIBUTES = {"kind": {"DataType": "String", "StringValue": "task events"}}
+
+
+@pytest.mark.parametrize("message", [ENVELOPE, ENVELOPE.replace("orders", "ordrés"), "short"])
+def test_a_publish_is_the_request_botocore_sends_and_reads_as_botocore_reads_it(
+        sns: tuple[XmlServer, Any, SignedSNS], message: str) -> None:
+    server, client, signed = sns
+    server.replies = [(200, PUBLISHED), (200, PUBLISHED)]
+    theirs = client.publish(TopicArn=TOPIC, Message=message, MessageAttributes=ATTRIBUTES)
+    ours = signed.publish(TopicArn=TOPIC, Message=message, MessageAttributes=ATTRIBUTES)
+    assert server.by_botocore() == [True, False]
+    botocore_request, our_request = server.requests
+    assert our_request["body"] == botocore_request["body"]  # byte for byte
+    for header in ("content-type", "host", "user-agent"):
+        assert our_request["headers"][header] == botocore_request["headers"][header], header
+    assert ours["MessageId"] == theirs["MessageId"] == "m-7"
+    # kombu's SNS.publish checks this status and raises on anything but 200
+    assert ours["ResponseMetadata"]["HTTPStatusCode"] == 200
+    assert ours["ResponseMetadata"]["RequestId"] == theirs["ResponseMetadata"]["RequestId"]
+
+
+def test_a_refused_publish_is_botocores_to_raise(sns: tuple[XmlServer, Any, SignedSNS]) -> None:
+    server, _, signed = sns
+    server.replies = [(404, NOT_FOUND), (404, NOT_FOUND)]
+    with pytest.raises(ClientError) as raised:
+        signed.publish(TopicArn=TOPIC, Message=ENVELOPE)
+    assert raised.value.response["Error"]["Code"] == "NotFound"
+    assert server.by_botocore() == [False, True]
+
+
+@pytest.mark.parametrize("params", [
+    {"TopicArn": TOPIC, "Message": "x", "Subject": "s"},
+    {"TopicArn": TOPIC, "Message": "x", "MessageGroupId": "g"},
+    {"TopicArn": TOPIC, "Message": "x", "MessageAttributes": {
+        "a": {"DataType": "Binary", "BinaryValue": b"\x00"}}},
+])
+def test_other_publish_shapes_are_left_to_botocore(sns: tuple[XmlServer, Any, SignedSNS],
+                                                   params: dict[str, Any]) -> None:
+    server, _, signed = sns
+    server.replies = [(200, PUBLISHED)]
+    signed.publish(**params)
+    assert server.by_botocore() == [True]
+
+
+def test_a_wrong_type_is_botocores_to_refuse(sns: tuple[XmlServer, Any, SignedSNS]) -> None:
+    server, _, signed = sns
+    with pytest.raises(ParamValidationError):
+        signed.publish(TopicArn=TOPIC, Message=b"bytes")
+    assert server.requests == []
