@@ -19,11 +19,13 @@ import re
 __all__ = [
     "ID_PATTERN",
     "MAX_SQS_ID",
+    "PAYMENT_OPERATIONS",
     "claim_key",
     "dead_letter_id",
     "handback_key",
     "payment_key",
     "probe_key",
+    "shipment_cancel_key",
     "shipment_key",
     "sqs_id",
     "stock_update_id",
@@ -58,14 +60,23 @@ def stock_update_id(ref: str, sku: str, op: str) -> str:
     return sqs_id(_fit(f"{ref}:{sku}:{op}"))
 
 
+# The payment operations an order can have at the gateway, each under its own key.
+PAYMENT_OPERATIONS = ("authorize", "capture", "void", "refund")
+
+
 def payment_key(order_id: str, operation: str) -> str:
     """The gateway idempotency key of one payment operation of an order."""
     return f"{order_id}:{operation}"
 
 
 def shipment_key(order_id: str) -> str:
-    """The carrier idempotency key of an order's shipment (and of its cancellation)."""
+    """The carrier idempotency key of an order's shipment."""
     return f"{order_id}:shipment"
+
+
+def shipment_cancel_key(order_id: str) -> str:
+    """The carrier idempotency key of the cancellation of an order's shipment."""
+    return f"{shipment_key(order_id)}:cancel"
 
 
 def dead_letter_id(message_id: str) -> str:

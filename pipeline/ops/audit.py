@@ -32,9 +32,9 @@ from decimal import Decimal
 from typing import Any
 
 from pipeline.domain import TERMINAL, OrderStatus
-from pipeline.keys import payment_key, shipment_key
+from pipeline.keys import PAYMENT_OPERATIONS, payment_key, shipment_cancel_key, shipment_key
 from pipeline.store import Store
-from pipeline.store.books import OrderBooks, order_books, store_totals
+from pipeline.store.books import PAGE_ORDERS, OrderBooks, order_book_pages, store_totals
 from pipeline.workflow import money_settled
 
 __all__ = ["AuditReport", "audit", "order_violations"]
@@ -82,7 +82,7 @@ def _money(order_id: str, b: OrderBooks) -> list[str]:
         problems.append(f"{b.status} but money is taken or held: ledger {kinds}")
     # The gateway's own books, and the ledger beside them.
     effects = {op: b.gateway.get(payment_key(order_id, op))
-               for op in ("authorize", "capture", "void", "refund")}
+               for op in PAYMENT_OPERATIONS}
     approved = effects["authorize"] is not None and effects["authorize"]["result"].get("approved")
     if b.status is S.COMPLETED:
         capture = effects["capture"]
@@ -116,7 +116,7 @@ def _stock_and_shipment(order_id: str, b: OrderBooks) -> list[str]:
         problems.append(f"{b.status} with reservations {wrong}")
     ship = b.carrier.get(shipment_key(order_id))
     live = ship if ship is not None and ship["result"].get("accepted") and \
-        b.carrier.get(f"{shipment_key(order_id)}:cancel") is None else None
+        b.carrier.get(shipment_cancel_key(order_id)) is None else None
     if b.status is S.COMPLETED:
         if live is None:
             problems.append("completed without a live shipment at the carrier")
@@ -146,21 +146,23 @@ def _told(b: OrderBooks) -> list[str]:
     return problems
 
 
-def order_violations(store: Store, order_ids: Iterable[str] | None = None
-                     ) -> dict[str, list[str]]:
-    """What is wrong with each terminal order (only those with a problem)."""
+def order_violations(store: Store, order_ids: Iterable[str] | None = None,
+                     page: int = PAGE_ORDERS) -> dict[str, list[str]]:
+    """What is wrong with each terminal order (only those with a problem), read a
+    page of orders at a time: a store of any size in bounded memory and statements."""
     found: dict[str, list[str]] = {}
-    for order_id, b in order_books(store.engine, order_ids).items():
-        if not b.status.terminal:
-            continue
-        problems = _money(order_id, b) + _stock_and_shipment(order_id, b) + _told(b)
-        if problems:
-            found[order_id] = problems
+    for books in order_book_pages(store.engine, order_ids, page):
+        for order_id, b in books.items():
+            if not b.status.terminal:
+                continue
+            problems = _money(order_id, b) + _stock_and_shipment(order_id, b) + _told(b)
+            if problems:
+                found[order_id] = problems
     return found
 
 
 def audit(store: Store, *, require_terminal: bool = True,
-          order_ids: Iterable[str] | None = None) -> AuditReport:
+          order_ids: Iterable[str] | None = None, page: int = PAGE_ORDERS) -> AuditReport:
     """The whole store, or (`order_ids`) those orders beside the store-wide checks."""
     wanted = None if order_ids is None else list(order_ids)
     totals = store_totals(store.engine, wanted)
@@ -185,7 +187,7 @@ def audit(store: Store, *, require_terminal: bool = True,
         violations.append(f"an idempotency key had {max_charges} effects at the gateway/carrier")
     if max_notes > 1:
         violations.append(f"a notification was sent {max_notes} times")
-    orders = order_violations(store, wanted)
+    orders = order_violations(store, wanted, page)
     for order_id, problems in sorted(orders.items()):
         violations.extend(f"order {order_id}: {p}" for p in problems)
     stock = []

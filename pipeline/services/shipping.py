@@ -14,7 +14,7 @@ voided by the compensation (cancel_shipment) if the step gives up.
 from __future__ import annotations
 
 from pipeline.domain import WINDING_DOWN, OrderStatus, reached
-from pipeline.keys import shipment_key
+from pipeline.keys import shipment_cancel_key, shipment_key
 from pipeline.services import payment
 from pipeline.services.breaker import GuardedGateway
 from pipeline.services.outcome import Record, StepResult, unrecorded
@@ -63,11 +63,10 @@ def cancel_shipment(store: Store, carrier: SimulatedCarrier, order_id: str,
     status = store.order_resumed(order_id).status
     if status not in WINDING_DOWN:
         return StepResult.stop(None, repeated=True, detail=f"order is {status}")
-    key = shipment_key(order_id)
-    found = carrier.find(key)
+    found = carrier.find(shipment_key(order_id))
     if found is None or not found.get("accepted"):
         return StepResult.go("the carrier has no shipment of this order")
-    carrier.cancel_shipment(f"{key}:cancel", str(found["reference"]))
+    carrier.cancel_shipment(shipment_cancel_key(order_id), str(found["reference"]))
     with store.engine.begin() as conn:
         store.cancel_shipment(conn, order_id)
         return record(conn, StepResult.go(f"shipment {found['reference']} voided at the carrier"))

@@ -6,7 +6,7 @@ wrong about the rows is the audit's business, where to find them is the store's.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -14,10 +14,12 @@ from typing import Any
 from sqlalchemy import Engine, func, select, true
 
 from pipeline.domain import OrderStatus
+from pipeline.keys import PAYMENT_OPERATIONS, payment_key, shipment_cancel_key, shipment_key
 from pipeline.store import schema as t
 from pipeline.store.db import reading
 
-__all__ = ["OrderBooks", "StockLevel", "StoreTotals", "order_books", "store_totals"]
+__all__ = ["PAGE_ORDERS", "OrderBooks", "StockLevel", "StoreTotals", "order_book_pages",
+           "store_totals"]
 
 
 @dataclass
@@ -35,45 +37,72 @@ class OrderBooks:
     notifications: list[dict[str, Any]] = field(default_factory=list)
 
 
-def order_books(engine: Engine, order_ids: Iterable[str] | None) -> dict[str, OrderBooks]:
-    """Every ledger's rows of these orders (all of them when None), by order id."""
-    wanted = None if order_ids is None else list(order_ids)
+# Orders per read transaction. A whole store read at once held every ledger row
+# in memory and ran statements as long as the store is big (one read every
+# gateway and carrier effect, whatever orders were asked for), past the
+# database's statement timeout on a large PostgreSQL store.
+PAGE_ORDERS = 500
 
-    def only(column: Any) -> Any:
-        return true() if wanted is None else column.in_(wanted)
+
+def order_book_pages(engine: Engine, order_ids: Iterable[str] | None,
+                     page: int = PAGE_ORDERS) -> Iterator[dict[str, OrderBooks]]:
+    """Every ledger's rows of these orders (all of them when None), by order id, a
+    page of at most `page` orders at a time, each page read in one transaction."""
+    if page < 1:
+        raise ValueError(f"page must be at least 1, not {page}")
+    if order_ids is not None:
+        wanted = list(dict.fromkeys(order_ids))
+        for start in range(0, len(wanted), page):
+            with reading(engine) as conn:
+                books = _page(conn, wanted[start:start + page])
+            yield books
+        return
+    after = ""  # keyset: the last order id of the previous page
+    while True:
+        with reading(engine) as conn:
+            ids = list(conn.execute(select(t.orders.c.id).where(t.orders.c.id > after)
+                                    .order_by(t.orders.c.id).limit(page)).scalars())
+            if not ids:
+                return
+            books = _page(conn, ids)
+        yield books
+        after = ids[-1]
+
+
+def _effect_keys(order_id: str) -> list[str]:
+    """The idempotency keys of an order's effects at the gateway and the carrier."""
+    return [*(payment_key(order_id, op) for op in PAYMENT_OPERATIONS),
+            shipment_key(order_id), shipment_cancel_key(order_id)]
+
+
+def _page(conn: Any, order_ids: list[str]) -> dict[str, OrderBooks]:
+    def rows(query: Any) -> list[Any]:
+        return list(conn.execute(query).mappings())
 
     books: dict[str, OrderBooks] = {}
-    with reading(engine) as conn:
-        def rows(query: Any) -> list[Any]:
-            return list(conn.execute(query).mappings())
-
-        for r in rows(select(t.orders.c.id, t.orders.c.status, t.orders.c.total_amount)
-                      .where(only(t.orders.c.id))):
-            books[r["id"]] = OrderBooks(OrderStatus(r["status"]), Decimal(r["total_amount"]))
-        for r in rows(select(t.payments).where(only(t.payments.c.order_id))
-                      .order_by(t.payments.c.id)):
-            if r["order_id"] in books:
-                books[r["order_id"]].payments.append(dict(r))
-        for r in rows(select(t.external_effects)):
-            order_id = str(r["idempotency_key"]).partition(":")[0]
-            if order_id in books:
-                side = books[order_id].gateway if r["system"] == "gateway" else \
-                    books[order_id].carrier
-                side[r["idempotency_key"]] = dict(r)
-        for r in rows(select(t.order_lines).where(only(t.order_lines.c.order_id))):
-            if r["order_id"] in books:
-                books[r["order_id"]].lines[r["sku"]] = r["quantity"]
-        for r in rows(select(t.reservations).where(only(t.reservations.c.order_id))):
-            if r["order_id"] in books:
-                books[r["order_id"]].reservations[r["sku"]] = r["state"]
-        for r in rows(select(t.shipments).where(only(t.shipments.c.order_id))):
-            if r["order_id"] in books:
-                books[r["order_id"]].shipment = dict(r)
-        for r in rows(select(t.notifications).where(only(t.notifications.c.order_id))):
-            if r["order_id"] in books:
-                books[r["order_id"]].notifications.append(dict(r))
+    for r in rows(select(t.orders.c.id, t.orders.c.status, t.orders.c.total_amount)
+                  .where(t.orders.c.id.in_(order_ids)).order_by(t.orders.c.id)):
+        books[r["id"]] = OrderBooks(OrderStatus(r["status"]), Decimal(r["total_amount"]))
+    found = list(books)
+    for r in rows(select(t.payments).where(t.payments.c.order_id.in_(found))
+                  .order_by(t.payments.c.id)):
+        books[r["order_id"]].payments.append(dict(r))
+    keys = [key for order_id in found for key in _effect_keys(order_id)]
+    for r in rows(select(t.external_effects).where(
+            t.external_effects.c.system.in_(("gateway", "carrier")),
+            t.external_effects.c.idempotency_key.in_(keys))):
+        order_id = str(r["idempotency_key"]).partition(":")[0]
+        side = books[order_id].gateway if r["system"] == "gateway" else books[order_id].carrier
+        side[r["idempotency_key"]] = dict(r)
+    for r in rows(select(t.order_lines).where(t.order_lines.c.order_id.in_(found))):
+        books[r["order_id"]].lines[r["sku"]] = r["quantity"]
+    for r in rows(select(t.reservations).where(t.reservations.c.order_id.in_(found))):
+        books[r["order_id"]].reservations[r["sku"]] = r["state"]
+    for r in rows(select(t.shipments).where(t.shipments.c.order_id.in_(found))):
+        books[r["order_id"]].shipment = dict(r)
+    for r in rows(select(t.notifications).where(t.notifications.c.order_id.in_(found))):
+        books[r["order_id"]].notifications.append(dict(r))
     return books
-
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@ import json
 import shutil
 from pathlib import Path
 
-from pipeline.ops.audit import audit
+from pipeline.ops.audit import audit, order_violations
 from pipeline.store import Store, create_db_engine, create_schema
+from pipeline.store.books import order_book_pages
 from pipeline.store.migrate import current_revision, head_revision
 from pipeline.testing import run_cli
 from tests.middle.conftest import Harness
@@ -57,3 +58,33 @@ def test_pipeline_audit_exits_0_on_orders_that_ended_right(harness: Harness) -> 
     done = run_cli({"PIPELINE_DATABASE_URL": str(harness.store.engine.url)}, "audit", "--json")
     assert done.returncode == 0, done.stdout
     assert json.loads(done.stdout)["clean"] is True
+
+
+def test_the_audit_reads_a_page_of_orders_at_a_time_and_finds_the_same(
+        tmp_path: Path) -> None:
+    """A whole store read at once held every ledger row in memory and ran statements
+    as long as the store (every gateway and carrier effect, even for one order)."""
+    store = Store(create_db_engine(legacy_copy(tmp_path)))
+    create_schema(store.engine)
+    whole = audit(store, page=10_000)
+    orders = sum(whole.orders_by_status.values())
+    assert orders >= 4  # several pages below, the last one short
+    pages = list(order_book_pages(store.engine, None, page=3))
+    assert [len(books) for books in pages] == [3] * (orders // 3) + (
+        [orders % 3] if orders % 3 else [])
+    read = [order_id for books in pages for order_id in books]
+    assert read == sorted(set(read))  # each order once, in id order
+    for page in (1, 2, 3):
+        assert audit(store, page=page).as_dict() == whole.as_dict()
+    # The same books, whichever page an order is read in.
+    single = {o: b for books in order_book_pages(store.engine, None, page=10_000)
+              for o, b in books.items()}
+    assert {o: b for books in pages for o, b in books.items()} == single
+    # Asked for by id: only those orders, their effects included, in pages.
+    wrong = sorted(whole.orders)
+    by_id = list(order_book_pages(store.engine, [*wrong, wrong[0]], page=2))
+    assert [o for books in by_id for o in books] == wrong
+    assert all(books[o].gateway == single[o].gateway and
+               books[o].carrier == single[o].carrier for books in by_id for o in books)
+    assert any(single[o].gateway for o in wrong)  # effects were read, not left out
+    assert order_violations(store, wrong, page=1) == whole.orders
