@@ -230,18 +230,21 @@ class SignedSNS(SignedClient):
     service = "sns"
 
     def publish_batch(self, **params: Any) -> Any:
-        fallback = self._client.publish_batch
-        if not _plain_sns_batch(params):
-            return fallback(**params)
-        return _fallback_on_failure("PublishBatch", lambda: self._publish_batch(params),
-                                    _batch_answer, lambda: fallback(**params))
+        return self._by_hand("PublishBatch", params, _plain_sns_batch, self._publish_batch,
+                             _batch_answer, self._client.publish_batch)
 
     def publish(self, **params: Any) -> Any:
-        fallback = self._client.publish
-        if not _plain_publish(params):
+        return self._by_hand("Publish", params, _plain_publish, self._publish,
+                             _publish_answer, self._client.publish)
+
+    @staticmethod
+    def _by_hand(action: str, params: dict[str, Any], plain: Callable[[dict[str, Any]], bool],
+                 send: Callable[[dict[str, Any]], tuple[int, bytes]],
+                 read: Callable[[bytes], Any], fallback: Callable[..., Any]) -> Any:
+        if not plain(params):
             return fallback(**params)
-        return _fallback_on_failure("Publish", lambda: self._publish(params),
-                                    _publish_answer, lambda: fallback(**params))
+        return _fallback_on_failure(action, lambda: send(params), read,
+                                    lambda: fallback(**params))
 
     def _publish_batch(self, params: dict[str, Any]) -> tuple[int, bytes]:
         # the fields in botocore's order, so the body is the one botocore sends

@@ -4,7 +4,7 @@ answer as botocore does; anything else is botocore's to handle."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -98,11 +98,16 @@ def test_the_signature_is_botocores(sns: tuple[XmlServer, Any, SignedSNS]) -> No
         f"SignedHeaders=content-type;host;x-amz-date, Signature={signature}")
 
 
-def test_an_sns_error_is_botocores_to_raise(sns: tuple[XmlServer, Any, SignedSNS]) -> None:
+@pytest.mark.parametrize("call", [
+    lambda signed: signed.publish_batch(TopicArn=TOPIC, PublishBatchRequestEntries=ENTRIES),
+    lambda signed: signed.publish(TopicArn=TOPIC, Message=ENVELOPE),
+], ids=["PublishBatch", "Publish"])
+def test_an_sns_error_is_botocores_to_raise(sns: tuple[XmlServer, Any, SignedSNS],
+                                           call: Callable[[SignedSNS], Any]) -> None:
     server, _, signed = sns
     server.replies = [(404, NOT_FOUND), (404, NOT_FOUND)]
     with pytest.raises(ClientError) as raised:
-        signed.publish_batch(TopicArn=TOPIC, PublishBatchRequestEntries=ENTRIES)
+        call(signed)
     assert raised.value.response["Error"]["Code"] == "NotFound"
     assert server.by_botocore() == [False, True]
 
@@ -157,15 +162,6 @@ def test_a_publish_is_the_request_botocore_sends_and_reads_as_botocore_reads_it(
     # kombu's SNS.publish checks this status and raises on anything but 200
     assert ours["ResponseMetadata"]["HTTPStatusCode"] == 200
     assert ours["ResponseMetadata"]["RequestId"] == theirs["ResponseMetadata"]["RequestId"]
-
-
-def test_a_refused_publish_is_botocores_to_raise(sns: tuple[XmlServer, Any, SignedSNS]) -> None:
-    server, _, signed = sns
-    server.replies = [(404, NOT_FOUND), (404, NOT_FOUND)]
-    with pytest.raises(ClientError) as raised:
-        signed.publish(TopicArn=TOPIC, Message=ENVELOPE)
-    assert raised.value.response["Error"]["Code"] == "NotFound"
-    assert server.by_botocore() == [False, True]
 
 
 @pytest.mark.parametrize("params", [
