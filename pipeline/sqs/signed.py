@@ -33,6 +33,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import re
 import string
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -66,15 +67,20 @@ _RECEIVE_KEYS = frozenset({"QueueUrl", "ReceiveRequestAttemptId", *_RECEIVE_INTS
 
 # SNS speaks the query protocol: a form body, every key and value through urllib's
 # quote_plus (botocore's urlencode). quote_plus escapes a value byte by byte in
-# Python, 1.8 ms for a 20 KB event batch; a long ASCII value is escaped here one
-# character kind at a time instead (0.2 ms), to the same text.
-FORM_SHORT = 256  # shorter values, or any non-ASCII one, go through quote_plus
+# Python: 1.8 ms for a 20 KB event batch, 18 us for an outbox event's JSON, 0.6 ms
+# for a relay's batch of ten. Here a value with nothing to escape (most keys) is
+# returned as it is, and an ASCII one of some length is escaped one character kind
+# at a time (0.2 ms for the 20 KB), to the same text.
+FORM_SHORT = 64  # shorter values with something to escape, or non-ASCII: quote_plus
 _FORM_SAFE = frozenset(string.ascii_letters + string.digits + "_.-~")
+_FORM_SAFE_TEXT = re.compile(r"[A-Za-z0-9_.~-]*")
 _FORM_ESCAPES = [(char, f"%{ord(char):02X}") for char in map(chr, range(128))
                  if char not in _FORM_SAFE and char not in "% "]
 
 
 def _form_value(text: str) -> str:
+    if _FORM_SAFE_TEXT.fullmatch(text):
+        return text
     if len(text) < FORM_SHORT or not text.isascii():
         return quote_plus(text)
     if "%" in text:  # first: every escape below brings a "%" of its own
