@@ -106,10 +106,12 @@ class _TransientRegistry:
         try:
             entry.sqs.tag_queue(
                 QueueUrl=entry.url, Tags=self.lease.tags(self.owner))
-        except (BotoCoreError, ClientError) as error:
+        except Exception as error:  # the next renewal tries again
             log.warning("could not renew the lease of %s: %s", entry.url, error)
 
     def _renew_forever(self) -> None:
+        """Nothing may end this thread: a process whose leases stop being renewed has
+        its live queues deleted by other processes' janitors once they run out."""
         last_sweep = 0.0
         while not self.closed:
             time.sleep(self.lease.renew_every_s)
@@ -119,7 +121,19 @@ class _TransientRegistry:
                 self._renew(entry)
             if owned and time.monotonic() - last_sweep >= self.lease.duration_s:
                 last_sweep = time.monotonic()
-                owned[0].channel.sweep_transient()
+                self._sweep(owned)
+
+    @staticmethod
+    def _sweep(owned: list[_Owned]) -> None:
+        # Through a channel still open: a closed one (kombu sets its connection to
+        # None) cannot read its transport options, and an entry outlives its channel.
+        sweeper = next((e.channel for e in owned if e.channel.connection is not None), None)
+        if sweeper is None:
+            return
+        try:
+            sweeper.sweep_transient()
+        except Exception as error:  # e.g. closed since: next period
+            log.warning("janitor sweep failed: %s", error)
 
     def release_all(self) -> None:
         """Delete what this process created, except mailboxes (their lease runs out)."""
